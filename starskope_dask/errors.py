@@ -1,0 +1,83 @@
+"""One hierarchy for every error starskope_dask raises.
+
+Each class also subclasses the built-in exception a caller would naturally catch (as zarr's
+``NodeNotFoundError(BaseZarrError, FileNotFoundError)`` does), so ``except OSError`` keeps
+working. Messages name the input, say what is wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class StarskopeError(Exception):
+    """Base class of every error raised by starskope_dask."""
+
+
+class ConfigError(StarskopeError, ValueError):
+    """A configuration value is missing, of the wrong type, or out of range."""
+
+
+class ProductError(StarskopeError):
+    """A light-curve product could not be turned into a light curve.
+
+    Parameters
+    ----------
+    url : str
+        The product that failed.
+    problem : str
+        What is wrong with it.
+    hint : str, optional
+        What the user can do about it.
+    """
+
+    def __init__(self, url: str, problem: str, hint: str = "") -> None:
+        self.url = url
+        self.problem = problem
+        self.hint = hint
+        message = f"{url}: {problem}"
+        if hint:
+            message += f" ({hint})"
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[type[ProductError], tuple[str, str, str]]:
+        # Keep the error picklable so it can cross Dask worker boundaries intact.
+        return (type(self), (self.url, self.problem, self.hint))
+
+
+class ProductNotFoundError(ProductError, FileNotFoundError):
+    """The product does not exist at its URL."""
+
+
+class FetchError(ProductError, ConnectionError):
+    """The product exists (or may exist) but could not be fetched: network, permissions."""
+
+
+class CorruptProductError(ProductError, OSError):
+    """The file is not valid FITS, or is truncated, or its table cannot be decoded."""
+
+
+class UnsupportedProductError(ProductError, ValueError):
+    """The file is valid FITS but not a light curve this reader understands."""
+
+
+class DiscoveryError(StarskopeError):
+    """Finding products for targets failed."""
+
+
+class TargetNotFoundError(DiscoveryError, LookupError):
+    """A target name or ID could not be resolved, or has no products."""
+
+
+class ArchiveError(DiscoveryError, ConnectionError):
+    """MAST or the cloud archive could not be reached or answered with an error."""
+
+
+class StoreError(StarskopeError, OSError):
+    """The Zarr store cannot be opened, read or written."""
+
+
+class StoreLockedError(StoreError):
+    """Another ingest holds the store's lock."""
+
+
+class SimulationError(StarskopeError, ValueError):
+    """Simulation parameters are invalid."""

@@ -1,0 +1,199 @@
+"""Thin I/O edge: URLs (local, ``file://``, ``s3://``, ``http(s)://``) to bytes.
+
+Every function here maps the transport's exceptions onto the project's hierarchy
+(:class:`~starskope_dask.errors.ProductNotFoundError`, :class:`~starskope_dask.errors.FetchError`)
+so callers see one kind of error, naming the URL.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import zlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import fsspec
+import unlzw3
+
+from starskope_dask.config import StorageConfig
+from starskope_dask.errors import (
+    CorruptProductError,
+    FetchError,
+    ProductError,
+    ProductNotFoundError,
+)
+
+logger = logging.getLogger(__name__)
+
+GZIP_MAGIC = b"\x1f\x8b"
+COMPRESS_MAGIC = b"\x1f\x9d"
+
+
+def url_protocol(url: str) -> str:
+    """Return ``"file"``, ``"s3"``, ``"http"`` or ``"https"`` for a URL or local path."""
+    scheme = urlparse(url).scheme.lower()
+    if scheme in ("", "file") or (len(scheme) == 1 and url[1:3] == ":\\"):
+        return "file"
+    return scheme
+
+
+def local_path(url: str) -> Path:
+    """Return the filesystem path of a local URL (plain path or ``file://``)."""
+    return Path(url[len("file://") :]) if url.startswith("file://") else Path(url)
+
+
+def filesystem(
+    protocol: str, storage_options: Mapping[str, Any] | None = None
+) -> fsspec.AbstractFileSystem:
+    """Return an fsspec filesystem for ``protocol``.
+
+    For ``s3`` the options default to anonymous access with the endpoint from
+    ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL`` (see :class:`StorageConfig`).
+    """
+    if protocol == "s3":
+        options = dict(StorageConfig().storage_options() if storage_options is None else storage_options)
+        return fsspec.filesystem("s3", **options)
+    return fsspec.filesystem(protocol, **dict(storage_options or {}))
+
+
+def decompress(url: str, data: bytes) -> bytes:
+    """Undo gzip (``.gz``) or Unix compress (``.Z``) compression, recognised by magic bytes.
+
+    Raises
+    ------
+    CorruptProductError
+        If the compressed stream is damaged.
+    """
+    try:
+        if data[:2] == GZIP_MAGIC:
+            return gzip.decompress(data)
+        if data[:2] == COMPRESS_MAGIC:
+            return bytes(unlzw3.unlzw(data))
+    except (OSError, EOFError, zlib.error, ValueError) as exc:
+        raise CorruptProductError(
+            url, f"compressed stream is damaged: {exc}", "download the file again"
+        ) from exc
+    return data
+
+
+def _translate(url: str, exc: BaseException) -> ProductError:
+    if isinstance(exc, ProductError):
+        return exc
+    if isinstance(exc, FileNotFoundError):
+        return ProductNotFoundError(url, "no such object or file", "check the URL or manifest")
+    if isinstance(exc, PermissionError):
+        return FetchError(
+            url, f"access denied ({exc})", "check credentials or use anonymous access (anon=True)"
+        )
+    return FetchError(
+        url,
+        f"could not fetch: {type(exc).__name__}: {exc}",
+        "check the endpoint (AWS_ENDPOINT_URL_S3) and the network; the run can be resumed",
+    )
+
+
+def _split(url: str) -> tuple[str, str]:
+    protocol = url_protocol(url)
+    if protocol == "file":
+        return protocol, str(local_path(url))
+    if protocol == "s3":
+        return protocol, url[len("s3://") :]
+    return protocol, url
+
+
+def fetch_bytes(
+    url: str,
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    start: int | None = None,
+    end: int | None = None,
+) -> bytes:
+    """Fetch an object (or the byte range ``[start, end)``) and return its raw bytes.
+
+    Parameters
+    ----------
+    url : str
+        Local path, ``file://``, ``s3://`` or ``http(s)://`` URL.
+    storage_options : mapping, optional
+        fsspec options for the URL's protocol.
+    start, end : int, optional
+        Byte range to read.
+
+    Returns
+    -------
+    bytes
+
+    Raises
+    ------
+    ProductNotFoundError, FetchError
+    """
+    protocol, path = _split(url)
+    try:
+        if protocol == "file":
+            with open(path, "rb") as fh:
+                if start:
+                    fh.seek(start)
+                return fh.read() if end is None else fh.read(end - (start or 0))
+        fs = filesystem(protocol, storage_options)
+        data: bytes = fs.cat_file(path, start=start, end=end)
+        return data
+    except Exception as exc:
+        raise _translate(url, exc) from exc
+
+
+def fetch_many(
+    urls: Sequence[str],
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    concurrency: int = 32,
+) -> list[bytes | ProductError]:
+    """Fetch many whole objects concurrently; failures come back as errors, in order.
+
+    Remote objects of one protocol go through one asynchronous ``fs.cat`` call with
+    ``batch_size=concurrency``, so a worker waits on many requests at once instead of one.
+
+    Parameters
+    ----------
+    urls : sequence of str
+        Object URLs.
+    storage_options : mapping, optional
+        fsspec options, shared by all remote URLs of a protocol.
+    concurrency : int
+        Requests in flight at once.
+
+    Returns
+    -------
+    list
+        For each URL its bytes, or the :class:`ProductError` that fetching it raised.
+    """
+    results: list[bytes | ProductError] = [b""] * len(urls)
+    by_protocol: dict[str, list[int]] = {}
+    for index, url in enumerate(urls):
+        by_protocol.setdefault(url_protocol(url), []).append(index)
+    for protocol, indices in by_protocol.items():
+        if protocol == "file":
+            for index in indices:
+                try:
+                    results[index] = fetch_bytes(urls[index])
+                except ProductError as exc:
+                    results[index] = exc
+            continue
+        paths = [_split(urls[index])[1] for index in indices]
+        try:
+            fs = filesystem(protocol, storage_options)
+            fetched = fs.cat(paths, on_error="return", batch_size=concurrency)
+        except Exception as exc:  # the filesystem itself failed: every URL fails the same way
+            for index in indices:
+                results[index] = _translate(urls[index], exc)
+            continue
+        for index, path in zip(indices, paths, strict=True):
+            value = fetched.get(path)
+            if isinstance(value, bytes):
+                results[index] = value
+            else:
+                error = value if isinstance(value, BaseException) else FileNotFoundError(path)
+                results[index] = _translate(urls[index], error)
+    return results

@@ -1,0 +1,728 @@
+"""A simulated archive in the missions' real FITS format and public S3 key layout, with truth.
+
+The sky holds stars in the Kepler field, in K2 campaign fields along the ecliptic and all
+over the sky for TESS; a share of Kepler-field and K2 stars are observed again by TESS at the
+same coordinates, as in the real archive. Each product is a MAST-shaped light-curve file
+(primary header, ``LIGHTCURVE`` table with the pipeline's columns, ``APERTURE`` image) written
+under the real key layout (``kepler/public/lightcurves/...``, ``k2/public/lightcurves/...``,
+``tess/public/tid/...``). Light curves carry photon and red noise set by magnitude, spots or
+pulsation, per-segment systematics, the missions' gaps and flagged cadences, occasional NaNs,
+and limb-darkened transits from ``batman`` or eclipsing binaries (the look-alike false
+positives). The truth table lands at ``truth/stars.parquet`` and ``truth/products.parquet``.
+
+Every star draws from its own generator seeded by ``(seed, star index)``, so the output is
+byte-identical for a seed whatever the number of processes, and memory stays flat in N
+(stars are generated and written one at a time, in a pool of worker processes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import logging
+import math
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from astropy.io import fits
+
+from starskope_dask.errors import SimulationError
+from starskope_dask.fetch import filesystem, local_path, url_protocol
+
+logger = logging.getLogger(__name__)
+
+KEPLER_BJDREF = 2454833.0
+TESS_BJDREF = 2457000.0
+LONG_CADENCE = 0.02043359821692
+TESS_2MIN = 2.0 / 1440.0
+
+# Kepler quarters: (file timestamp, BJD_TDB start, BJD_TDB stop), from the real products.
+KEPLER_QUARTERS: dict[int, tuple[str, float, float]] = {
+    0: ("2009131105131", 2454953.539, 2454963.245),
+    1: ("2009166043257", 2454964.513, 2454997.984),
+    2: ("2009259160929", 2455002.521, 2455091.467),
+    3: ("2009350155506", 2455093.225, 2455182.495),
+    4: ("2010078095331", 2455185.376, 2455275.203),
+    5: ("2010174085026", 2455276.490, 2455371.163),
+    6: ("2010265121752", 2455372.451, 2455462.296),
+    7: ("2010355172524", 2455463.175, 2455552.548),
+    8: ("2011073133259", 2455568.363, 2455635.345),
+    9: ("2011177032512", 2455641.516, 2455738.927),
+    10: ("2011271113734", 2455739.847, 2455833.269),
+    11: ("2012004120508", 2455834.208, 2455931.325),
+    12: ("2012088054726", 2455932.408, 2456015.022),
+    13: ("2012179063303", 2456015.737, 2456106.057),
+    14: ("2012277125453", 2456107.140, 2456204.322),
+    15: ("2013011073258", 2456206.488, 2456304.136),
+    16: ("2013098041711", 2456305.096, 2456390.959),
+    17: ("2013131215648", 2456392.226, 2456424.002),
+}
+# K2 campaigns: (BJD_TDB start, stop, field centre RA, Dec) (approximate, public K2 pages).
+K2_CAMPAIGNS: dict[int, tuple[float, float, float, float]] = {
+    1: (2456810.0, 2456890.0, 174.0, 1.4),
+    2: (2456894.0, 2456970.0, 246.1, -22.4),
+    3: (2456977.0, 2457046.0, 336.7, -11.1),
+    4: (2457061.8, 2457132.7, 59.1, 18.7),
+    5: (2457139.6, 2457214.4, 130.2, 16.8),
+    6: (2457217.0, 2457300.0, 204.9, -11.3),
+    7: (2457301.0, 2457382.0, 287.8, -23.4),
+    8: (2457392.0, 2457470.0, 16.3, 5.3),
+    10: (2457582.0, 2457651.0, 186.8, -4.0),
+    11: (2457656.0, 2457736.0, 260.0, -23.9),
+    12: (2457738.0, 2457818.0, 351.7, -5.1),
+    13: (2457820.0, 2457898.0, 72.8, 20.8),
+    14: (2457900.0, 2457981.0, 160.7, 6.8),
+    15: (2457988.0, 2458070.0, 233.7, -20.1),
+    16: (2458094.0, 2458175.0, 133.8, 18.5),
+    17: (2458180.0, 2458250.0, 202.5, -7.7),
+    18: (2458251.0, 2458302.0, 130.7, 16.8),
+    19: (2458362.0, 2458390.0, 347.2, -4.2),
+}
+KEPLER_FIELD = (290.67, 44.5)
+# TESS sectors that covered the Kepler field, and the ecliptic (K2 fields).
+TESS_KEPLER_FIELD_SECTORS = (14, 15, 26, 40, 41, 53, 54, 55, 74, 75, 81, 82)
+TESS_ECLIPTIC_SECTORS = (42, 43, 44, 45, 46, 70, 71, 72)
+TESS_S1_START = 2458325.2936
+TESS_SECTOR_DAYS = 27.4
+
+KEPLER_FLAGS = {"attitude": 1, "cosmic": 128, "desat": 32, "argabrightening": 64,
+                "no_fine_point": 32768, "thruster": 1048576, "maybe_thruster": 524288,
+                "manual": 256, "outlier": 2048}
+TESS_FLAGS = {"attitude": 1, "cosmic": 64, "desat": 32, "argabrightening": 16, "manual": 128,
+              "outlier": 512, "straylight": 2048}
+
+
+@dataclasses.dataclass(frozen=True)
+class SimulationConfig:
+    """Parameters of a simulated archive.
+
+    Attributes
+    ----------
+    n_stars : int
+        Number of stars.
+    missions : tuple of str
+        Missions to simulate (``kepler``, ``k2``, ``tess``).
+    seed : int
+        Seed; the same seed gives byte-identical output.
+    max_segments : int
+        Most quarters/campaigns/sectors one star gets from one mission.
+    planet_fraction, eb_fraction : float
+        Share of stars with a transiting planet, and with an eclipsing binary.
+    multi_mission_fraction : float
+        Share of Kepler and K2 stars that TESS observes again.
+    tess_cadence_days : float
+        TESS cadence (2-min by default; 20 s is ``20/86400``).
+    segment_days : float or None
+        Cut every segment to this many days (for fast, small archives); ``None`` keeps the
+        real lengths.
+    """
+
+    n_stars: int = 20
+    missions: tuple[str, ...] = ("kepler", "k2", "tess")
+    seed: int = 0
+    max_segments: int = 3
+    planet_fraction: float = 0.3
+    eb_fraction: float = 0.1
+    multi_mission_fraction: float = 0.4
+    tess_cadence_days: float = TESS_2MIN
+    segment_days: float | None = None
+
+    def __post_init__(self) -> None:
+        unknown = set(self.missions) - {"kepler", "k2", "tess"}
+        if unknown or not self.missions:
+            raise SimulationError(
+                f"missions must be a non-empty subset of kepler,k2,tess; got {self.missions}"
+            )
+        if self.n_stars < 1:
+            raise SimulationError(f"--stars must be at least 1, not {self.n_stars}")
+        if not 0 <= self.planet_fraction + self.eb_fraction <= 1:
+            raise SimulationError("planet_fraction + eb_fraction must be within [0, 1]")
+        if self.max_segments < 1:
+            raise SimulationError("max_segments must be at least 1")
+
+
+# ------------------------------------------------------------------------------ the sky
+
+
+@dataclasses.dataclass(frozen=True)
+class SimStar:
+    """One simulated star and its truth."""
+
+    index: int
+    home: str  # kepler, k2 or tess
+    ra: float
+    dec: float
+    kic: int | None
+    epic: int | None
+    tic: int | None
+    mag: float
+    label: str  # planet, eb, none
+    period: float
+    epoch: float
+    rp_over_rs: float
+    a_over_rs: float
+    inc: float
+    duration_hours: float
+    depth_ppm: float
+    rotation_period: float
+    spot_amplitude: float
+    pulsation_period: float
+    pulsation_amplitude: float
+    kepler_quarters: tuple[int, ...]
+    k2_campaigns: tuple[int, ...]
+    tess_sectors: tuple[int, ...]
+
+
+def _star_rng(seed: int, index: int) -> np.random.Generator:
+    return np.random.default_rng([seed, index, 0x5354])
+
+
+def _point_near(rng: np.random.Generator, ra0: float, dec0: float, radius: float) -> tuple[float, float]:
+    r = radius * math.sqrt(rng.uniform())
+    theta = rng.uniform(0, 2 * math.pi)
+    dec = float(np.clip(dec0 + r * math.sin(theta), -89.9, 89.9))
+    ra = (ra0 + r * math.cos(theta) / max(math.cos(math.radians(dec)), 0.05)) % 360.0
+    return round(ra, 6), round(dec, 6)
+
+
+def _contiguous(rng: np.random.Generator, choices: Sequence[int], most: int) -> tuple[int, ...]:
+    count = int(rng.integers(1, min(most, len(choices)) + 1))
+    start = int(rng.integers(0, len(choices) - count + 1))
+    return tuple(choices[start : start + count])
+
+
+def make_star(config: SimulationConfig, index: int) -> SimStar:
+    """Draw star ``index`` of the sky (pure: depends only on the config and the index)."""
+    rng = _star_rng(config.seed, index)
+    home = config.missions[index % len(config.missions)]
+    quarters: tuple[int, ...] = ()
+    campaigns: tuple[int, ...] = ()
+    sectors: tuple[int, ...] = ()
+    kic = epic = None
+    revisit = rng.uniform() < config.multi_mission_fraction and "tess" in config.missions
+    if home == "kepler":
+        ra, dec = _point_near(rng, *KEPLER_FIELD, 7.0)
+        kic = 757000 + index * 1009 % 12_000_000
+        quarters = _contiguous(rng, sorted(KEPLER_QUARTERS), config.max_segments)
+        if revisit:
+            sectors = _contiguous(rng, TESS_KEPLER_FIELD_SECTORS, config.max_segments)
+    elif home == "k2":
+        campaign = list(K2_CAMPAIGNS)[int(rng.integers(0, len(K2_CAMPAIGNS)))]
+        _, _, ra0, dec0 = K2_CAMPAIGNS[campaign]
+        ra, dec = _point_near(rng, ra0, dec0, 6.0)
+        epic = 201_000_000 + campaign * 2_000_000 + index
+        campaigns = (campaign,)
+        if revisit:
+            sectors = _contiguous(rng, TESS_ECLIPTIC_SECTORS, config.max_segments)
+    else:
+        ra = round(float(rng.uniform(0, 360)), 6)
+        dec = round(math.degrees(math.asin(rng.uniform(-1, 1))), 6)
+        sectors = _contiguous(rng, list(range(1, 90)), config.max_segments)
+    tic = 10_000_000 + index * 7919 if sectors or home == "tess" else None
+    mag = float(rng.uniform(9.0, 15.0))
+    draw = rng.uniform()
+    label = (
+        "planet"
+        if draw < config.planet_fraction
+        else "eb"
+        if draw < config.planet_fraction + config.eb_fraction
+        else "none"
+    )
+    period = float(rng.uniform(0.8, 12.0))
+    epoch = float(2454950.0 + rng.uniform(0, period))
+    rho_star = float(rng.uniform(0.5, 2.0))  # g/cm^3
+    a_over_rs = (6.674e-8 * rho_star * (period * 86400) ** 2 / (3 * math.pi)) ** (1 / 3)
+    impact = float(rng.uniform(0, 0.7))
+    inc = math.degrees(math.acos(min(impact / a_over_rs, 1.0)))
+    if label == "planet":
+        rp = float(math.exp(rng.uniform(math.log(0.01), math.log(0.15))))
+    elif label == "eb":
+        rp = float(rng.uniform(0.25, 0.6))
+    else:
+        rp = 0.0
+    duration = (
+        period / math.pi * math.asin(min(math.sqrt((1 + rp) ** 2 - impact**2) / a_over_rs, 1.0)) * 24
+        if rp > 0
+        else 0.0
+    )
+    return SimStar(
+        index=index,
+        home=home,
+        ra=ra,
+        dec=dec,
+        kic=kic,
+        epic=epic,
+        tic=tic,
+        mag=mag,
+        label=label,
+        period=period if rp > 0 else math.nan,
+        epoch=epoch if rp > 0 else math.nan,
+        rp_over_rs=rp,
+        a_over_rs=a_over_rs,
+        inc=inc,
+        duration_hours=duration,
+        depth_ppm=rp**2 * 1e6,
+        rotation_period=float(rng.uniform(1, 30)),
+        spot_amplitude=float(rng.choice([0.0, rng.uniform(0.0005, 0.01)])),
+        pulsation_period=float(rng.uniform(0.05, 0.5)),
+        pulsation_amplitude=float(rng.choice([0.0, 0.0, 0.0, rng.uniform(0.0002, 0.002)])),
+        kepler_quarters=quarters,
+        k2_campaigns=campaigns,
+        tess_sectors=sectors,
+    )
+
+
+# --------------------------------------------------------------------- light curves
+
+
+@dataclasses.dataclass(frozen=True)
+class Segment:
+    """One product to write: mission, segment number and its time span."""
+
+    mission: str
+    number: int
+    start: float
+    stop: float
+    cadence: float
+    timestamp: str
+
+
+def star_segments(star: SimStar, config: SimulationConfig) -> list[Segment]:
+    """The products of one star."""
+    segments = []
+    for q in star.kepler_quarters:
+        stamp, start, stop = KEPLER_QUARTERS[q]
+        segments.append(Segment("Kepler", q, start, stop, LONG_CADENCE, stamp))
+    for c in star.k2_campaigns:
+        start, stop, _, _ = K2_CAMPAIGNS[c]
+        segments.append(Segment("K2", c, start, stop, LONG_CADENCE, ""))
+    for s in star.tess_sectors:
+        start = TESS_S1_START + (s - 1) * TESS_SECTOR_DAYS
+        stamp = (datetime(1858, 11, 17, tzinfo=UTC) + timedelta(days=start - 2400000.5 + 0.9))
+        segments.append(
+            Segment("TESS", s, start, start + TESS_SECTOR_DAYS - 0.5, config.tess_cadence_days,
+                    stamp.strftime("%Y%j%H%M%S"))
+        )
+    if config.segment_days is not None:
+        segments = [dataclasses.replace(s, stop=min(s.stop, s.start + config.segment_days))
+                    for s in segments]
+    return segments
+
+
+def _red_noise(rng: np.random.Generator, n: int, cadence: float, sigma: float, tau: float) -> npt.NDArray[np.float64]:
+    """AR(1) noise with correlation time ``tau`` days and standard deviation ``sigma``."""
+    phi = math.exp(-cadence / tau)
+    scale = sigma * math.sqrt(1 - phi * phi)
+    from scipy.signal import lfilter
+
+    out: npt.NDArray[np.float64] = lfilter([scale], [1.0, -phi], rng.standard_normal(n))
+    return out
+
+
+def transit_model(star: SimStar, time: npt.NDArray[np.float64], cadence: float, mission: str) -> npt.NDArray[np.float64]:
+    """Relative flux of the star's planet or eclipsing binary (1 out of transit).
+
+    Uses ``batman`` with quadratic limb darkening, integrated over the exposure for long
+    cadences. Eclipsing binaries add a secondary eclipse at phase 0.5 and ellipsoidal variation.
+    """
+    if star.rp_over_rs <= 0:
+        return np.ones_like(time)
+    import batman
+
+    finite = np.isfinite(time)
+    out = np.ones_like(time)
+    params = batman.TransitParams()
+    params.t0 = star.epoch
+    params.per = star.period
+    params.rp = star.rp_over_rs
+    params.a = star.a_over_rs
+    params.inc = star.inc
+    params.ecc = 0.0
+    params.w = 90.0
+    params.limb_dark = "quadratic"
+    params.u = [0.40, 0.26] if mission != "TESS" else [0.32, 0.22]
+    supersample = 7 if cadence > 0.01 else 1
+    model = batman.TransitModel(
+        params, time[finite], supersample_factor=supersample, exp_time=cadence
+    )
+    flux = model.light_curve(params)
+    if star.label == "eb":
+        params.fp = 0.3 * star.rp_over_rs**2
+        params.t_secondary = star.epoch + star.period / 2
+        secondary = batman.TransitModel(
+            params, time[finite], transittype="secondary", supersample_factor=supersample, exp_time=cadence
+        )
+        flux = flux + (secondary.light_curve(params) - (1 + params.fp))
+        phase = 2 * np.pi * (time[finite] - star.epoch) / star.period
+        flux = flux - 0.002 * star.rp_over_rs * np.cos(2 * phase)
+    out[finite] = flux
+    return out
+
+
+def simulate_segment(star: SimStar, segment: Segment, seed: int) -> dict[str, npt.NDArray[Any]]:
+    """The columns of one product (pure: the same star, segment and seed give the same arrays)."""
+    mission_code = {"Kepler": 1, "K2": 2, "TESS": 3}[segment.mission]
+    rng = np.random.default_rng([seed, star.index, segment.number, mission_code])
+    n = int(round((segment.stop - segment.start) / segment.cadence))
+    time = segment.start + segment.cadence * (np.arange(n) + 0.5)
+    tess = segment.mission == "TESS"
+    flags = TESS_FLAGS if tess else KEPLER_FLAGS
+    # Flux scale and photon noise from the magnitude.
+    zero_point = 15000.0 * 10 ** (-0.4 * (star.mag - 10.0)) if tess else 1.74e5 * 10 ** (-0.4 * (star.mag - 12.0))
+    exposure_s = segment.cadence * 86400 * 0.8
+    sigma_rel = math.sqrt(zero_point * exposure_s + 400.0 * exposure_s) / (zero_point * exposure_s)
+    sigma_rel = max(sigma_rel, 2e-5)
+    relative = transit_model(star, time, segment.cadence, segment.mission)
+    relative *= 1 + star.spot_amplitude * np.sin(2 * np.pi * time / star.rotation_period + star.index) * (
+        1 + 0.3 * np.sin(2 * np.pi * time / (3.1 * star.rotation_period))
+    )
+    relative *= 1 + star.pulsation_amplitude * np.sin(2 * np.pi * time / star.pulsation_period)
+    relative += _red_noise(rng, n, segment.cadence, 0.3 * sigma_rel + 5e-5, 0.8)
+    pdcsap = zero_point * (relative + sigma_rel * rng.standard_normal(n))
+    # Systematics (in SAP only): a thermal ramp at segment start, drift, K2 roll sawtooth,
+    # TESS scattered light at orbit starts.
+    elapsed = time - segment.start
+    systematic = 1 - 0.004 * np.exp(-elapsed / 1.5) + 0.002 * elapsed / max(elapsed[-1], 1)
+    quality = np.zeros(n, dtype=np.int32)
+    if segment.mission == "K2":
+        roll = (elapsed % 0.2452) / 0.2452
+        systematic *= 1 + 0.003 * (roll - 0.5)
+        firing = np.flatnonzero(np.diff(np.floor(elapsed / 0.2452)) > 0) + 1
+        quality[firing] |= flags["thruster"]
+        quality[np.clip(firing + 1, 0, n - 1)] |= flags["maybe_thruster"]
+    if tess:
+        orbit = np.where(elapsed < (segment.stop - segment.start) / 2, elapsed, elapsed - (segment.stop - segment.start) / 2)
+        systematic *= 1 + 0.01 * np.exp(-orbit / 0.7)
+        dumps = np.flatnonzero(np.diff(np.floor(elapsed / 3.125)) > 0) + 1
+        quality[dumps] |= flags["desat"]
+    sap = pdcsap * systematic / 0.97
+    # Flagged cadences with disturbed flux.
+    hits = rng.random(n) < 0.004
+    quality[hits] |= flags["cosmic"]
+    sap[hits] *= 1 + 0.01 * rng.random(int(hits.sum()))
+    pdcsap[hits] *= 1 + 0.01 * rng.random(int(hits.sum()))
+    tweaks = rng.random(n) < 0.0015
+    quality[tweaks] |= flags["attitude"]
+    # Gaps: Kepler monthly downlinks, the TESS orbit gap; no data there.
+    gap = np.zeros(n, dtype=bool)
+    if segment.mission == "Kepler":
+        for k in range(1, 4):
+            start = k * 30.5
+            gap |= (elapsed > start) & (elapsed < start + 1.0)
+    if tess:
+        middle = (segment.stop - segment.start) / 2
+        gap |= (elapsed > middle - 0.5) & (elapsed < middle + 0.5)
+    quality[gap] |= flags["manual"]
+    sap[gap] = np.nan
+    pdcsap[gap] = np.nan
+    time_col = time - (TESS_BJDREF if tess else KEPLER_BJDREF)
+    if tess:
+        time_col = time_col.copy()
+        time_col[gap & (rng.random(n) < 0.5)] = np.nan
+    # Occasional NaNs in PDCSAP where SAP exists (PDC gapped them).
+    pdcsap[rng.random(n) < 0.001] = np.nan
+    err = zero_point * sigma_rel * np.ones(n)
+    bkg = 50 + 5 * rng.standard_normal(n)
+    centr1 = 500.0 + 0.01 * rng.standard_normal(n)
+    centr2 = 300.0 + 0.01 * rng.standard_normal(n)
+    cadence0 = {"Kepler": 1105, "K2": 90000, "TESS": 70000}[segment.mission] + int(
+        (segment.start - 2454953.5) / segment.cadence
+    )
+    return {
+        "TIME": time_col,
+        "TIMECORR": np.full(n, 1e-3, np.float32),
+        "CADENCENO": (cadence0 + np.arange(n)).astype(np.int32),
+        "SAP_FLUX": sap.astype(np.float32),
+        "SAP_FLUX_ERR": (err * 1.03).astype(np.float32),
+        "SAP_BKG": bkg.astype(np.float32),
+        "SAP_BKG_ERR": np.full(n, 1.5, np.float32),
+        "PDCSAP_FLUX": pdcsap.astype(np.float32),
+        "PDCSAP_FLUX_ERR": err.astype(np.float32),
+        "QUALITY": quality,
+        "PSF_CENTR1": np.full(n, np.nan),
+        "PSF_CENTR1_ERR": np.full(n, np.nan, np.float32),
+        "PSF_CENTR2": np.full(n, np.nan),
+        "PSF_CENTR2_ERR": np.full(n, np.nan, np.float32),
+        "MOM_CENTR1": centr1,
+        "MOM_CENTR1_ERR": np.full(n, 0.01, np.float32),
+        "MOM_CENTR2": centr2,
+        "MOM_CENTR2_ERR": np.full(n, 0.01, np.float32),
+        "POS_CORR1": (0.01 * rng.standard_normal(n)).astype(np.float32),
+        "POS_CORR2": (0.01 * rng.standard_normal(n)).astype(np.float32),
+    }
+
+
+# ------------------------------------------------------------------------- FITS files
+
+_COLUMN_FORMS = [
+    ("TIME", "D", None, "D14.7"), ("TIMECORR", "E", "d", "E13.6"), ("CADENCENO", "J", None, "I10"),
+    ("SAP_FLUX", "E", "e-/s", "E14.7"), ("SAP_FLUX_ERR", "E", "e-/s", "E14.7"),
+    ("SAP_BKG", "E", "e-/s", "E14.7"), ("SAP_BKG_ERR", "E", "e-/s", "E14.7"),
+    ("PDCSAP_FLUX", "E", "e-/s", "E14.7"), ("PDCSAP_FLUX_ERR", "E", "e-/s", "E14.7"),
+    ("QUALITY", "J", None, "B16.16"), ("PSF_CENTR1", "D", "pixel", "F10.5"),
+    ("PSF_CENTR1_ERR", "E", "pixel", "E14.7"), ("PSF_CENTR2", "D", "pixel", "F10.5"),
+    ("PSF_CENTR2_ERR", "E", "pixel", "E14.7"), ("MOM_CENTR1", "D", "pixel", "F10.5"),
+    ("MOM_CENTR1_ERR", "E", "pixel", "E14.7"), ("MOM_CENTR2", "D", "pixel", "F10.5"),
+    ("MOM_CENTR2_ERR", "E", "pixel", "E14.7"), ("POS_CORR1", "E", "pixels", "E14.7"),
+    ("POS_CORR2", "E", "pixels", "E14.7"),
+]
+
+
+def _bjd_to_iso(bjd: float) -> str:
+    moment = datetime(1858, 11, 17, tzinfo=UTC) + timedelta(days=bjd - 2400000.5)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def product_fits(star: SimStar, segment: Segment, columns: Mapping[str, npt.NDArray[Any]]) -> bytes:
+    """Serialise one product as MAST writes it: PRIMARY, LIGHTCURVE table, APERTURE image."""
+    tess = segment.mission == "TESS"
+    bjdref = TESS_BJDREF if tess else KEPLER_BJDREF
+    primary = fits.Header()
+    cards: list[tuple[str, Any, str]] = [
+        ("NEXTEND", 2, "number of standard extensions"),
+        ("EXTNAME", "PRIMARY", "name of extension"),
+        ("EXTVER", 1, "extension version number (not format version)"),
+        ("ORIGIN", "NASA/Ames", "institution responsible for creating this file"),
+        ("DATE", _bjd_to_iso(segment.stop + 40)[:10], "file creation date."),
+        ("CREATOR", "starskope simulate" if tess else "starskope simulate FluxExporter2",
+         "pipeline job and program used"),
+        ("PROCVER", "spoc-5.0.0-sim" if tess else "svn+ssh://sim/release/9.3 r0", "SW version"),
+        ("FILEVER", "1.0" if tess else "6.1", "file format version"),
+        ("TIMVERSN", "OGIP/93-003", "OGIP memo number for file format"),
+        ("TELESCOP", "TESS" if tess else "Kepler", "telescope"),
+        ("INSTRUME", "TESS Photometer" if tess else "Kepler Photometer", "detector type"),
+        ("OBJECT", f"TIC {star.tic}" if tess else
+         (f"KIC {star.kic}" if segment.mission == "Kepler" else f"EPIC {star.epic}"),
+         "string version of target id"),
+    ]
+    if tess:
+        cards += [("TICID", star.tic, "unique tess target identifier"),
+                  ("SECTOR", segment.number, "Observing sector"),
+                  ("CAMERA", 1 + star.index % 4, "Camera number"), ("CCD", 1 + star.index % 4, "CCD chip number")]
+    else:
+        cards += [("KEPLERID", star.kic if segment.mission == "Kepler" else star.epic,
+                   "unique Kepler target identifier"),
+                  ("CHANNEL", 1 + star.index % 84, "CCD channel")]
+        cards += ([("QUARTER", segment.number, "Observing quarter")] if segment.mission == "Kepler"
+                  else [("CAMPAIGN", segment.number, "Observing campaign")])
+    cards += [
+        ("DATA_REL", 25 if segment.mission == "Kepler" else (6 if segment.mission == "K2" else 1),
+         "data release version number"),
+    ]
+    if not tess:
+        cards += [("OBSMODE", "long cadence", "observing mode"),
+                  ("MISSION", segment.mission, "Mission name")]
+    cards += [
+        ("RADESYS", "ICRS", "reference frame of celestial coordinates"),
+        ("RA_OBJ", star.ra, "[deg] right ascension"),
+        ("DEC_OBJ", star.dec, "[deg] declination"),
+        ("EQUINOX", 2000.0, "equinox of celestial coordinate system"),
+        ("PMRA", 0.0, "[arcsec/yr] RA proper motion"),
+        ("PMDEC", 0.0, "[arcsec/yr] Dec proper motion"),
+        ("TESSMAG" if tess else "KEPMAG", round(star.mag, 3), "[mag] magnitude"),
+        ("TEFF", 5500, "[K] Effective temperature"),
+        ("LOGG", 4.4, "[cm/s2] log10 surface gravity"),
+        ("RADIUS", 1.0, "[solar radii] stellar radius"),
+    ]
+    for key, value, comment in cards:
+        primary[key] = (value, comment)
+    hdu0 = fits.PrimaryHDU(header=primary)
+
+    quality_name = "QUALITY" if tess else "SAP_QUALITY"
+    cols = []
+    for name, form, unit, disp in _COLUMN_FORMS:
+        if name == "TIME":
+            unit = f"BJD - {int(bjdref)}" + (", days" if tess else "")
+        cols.append(fits.Column(name=quality_name if name == "QUALITY" else name, format=form,
+                                unit=unit, disp=disp, array=columns[name]))
+    table = fits.BinTableHDU.from_columns(cols, name="LIGHTCURVE")
+    header = table.header
+    start_rel, stop_rel = segment.start - bjdref, segment.stop - bjdref
+    for key, value, comment in [
+        ("TELESCOP", "TESS" if tess else "Kepler", "telescope"),
+        ("OBJECT", primary["OBJECT"], "string version of target id"),
+        ("RA_OBJ", star.ra, "[deg] right ascension"),
+        ("DEC_OBJ", star.dec, "[deg] declination"),
+        ("TIMEREF", "SOLARSYSTEM", "barycentric correction applied to times"),
+        ("TASSIGN", "SPACECRAFT", "where time is assigned"),
+        ("TIMESYS", "TDB", "time system is barycentric JD"),
+        ("BJDREFI", int(bjdref), "integer part of BTJD reference date" if tess else
+         "integer part of BJD reference date"),
+        ("BJDREFF", 0.0, "fraction of the day in BJD reference date"),
+        ("TIMEUNIT", "d", "time unit for TIME, TSTART and TSTOP"),
+        ("TELAPSE", round(stop_rel - start_rel, 8), "[d] TSTOP - TSTART"),
+        ("TSTART", start_rel, "observation start time in BJD-%d" % bjdref),
+        ("TSTOP", stop_rel, "observation stop time in BJD-%d" % bjdref),
+        ("DATE-OBS", _bjd_to_iso(segment.start), "TSTART as UTC calendar date"),
+        ("DATE-END", _bjd_to_iso(segment.stop), "TSTOP as UTC calendar date"),
+        ("TIMEPIXR", 0.5, "bin time beginning=0 middle=0.5 end=1"),
+        ("TIMEDEL", segment.cadence, "[d] time resolution of data"),
+        ("INT_TIME", 1.98 if tess else 6.01980290327, "[s] photon accumulation time per frame"),
+        ("NUM_FRM", 60 if tess else 270, "number of frames per time stamp"),
+        ("EXPOSURE", round((stop_rel - start_rel) * 0.8, 6), "[d] time on source"),
+        ("CDPP0_5" if tess else "CDPP3_0", 100.0, "[ppm] RMS CDPP"),
+        ("CROWDSAP", 0.99, "Ratio of target flux to total flux in op. ap."),
+        ("FLFRCSAP", 0.98, "Frac. of target flux w/in the op. aperture"),
+        ("PDCVAR", 1.0, "Target variability"),
+        ("PDCMETHD", "msMAP", "PDC algorithm used for target"),
+    ]:
+        header[key] = (value, comment)
+    aperture = fits.ImageHDU(data=np.full((11, 11), 3, dtype=np.int32), name="APERTURE")
+    aperture.header["OBJECT"] = primary["OBJECT"]
+    buffer = io.BytesIO()
+    fits.HDUList([hdu0, table, aperture]).writeto(buffer)
+    return buffer.getvalue()
+
+
+def product_key(star: SimStar, segment: Segment) -> str:
+    """The product's key under the public archive layout (bucket-relative)."""
+    if segment.mission == "Kepler":
+        kic9 = f"{star.kic:09d}"
+        return f"kepler/public/lightcurves/{kic9[:4]}/{kic9}/kplr{kic9}-{segment.timestamp}_llc.fits"
+    if segment.mission == "K2":
+        epic = int(star.epic or 0)
+        return (
+            f"k2/public/lightcurves/c{segment.number}/{epic // 100000 * 100000}/"
+            f"{epic % 100000 // 1000 * 1000:05d}/ktwo{epic}-c{segment.number:02d}_llc.fits"
+        )
+    tic16 = f"{star.tic:016d}"
+    sector = f"s{segment.number:04d}"
+    return (
+        f"tess/public/tid/{sector}/{tic16[0:4]}/{tic16[4:8]}/{tic16[8:12]}/{tic16[12:16]}/"
+        f"tess{segment.timestamp}-{sector}-{tic16}-{120 + segment.number:04d}-s_lc.fits"
+    )
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _write_star(args: tuple[SimulationConfig, int, str, Mapping[str, Any] | None]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    config, index, out_url, storage_options = args
+    star = make_star(config, index)
+    products = []
+    protocol = url_protocol(out_url)
+    fs = None if protocol == "file" else filesystem(protocol, storage_options)
+    root = str(local_path(out_url)) if protocol == "file" else out_url.rstrip("/")
+    for segment in star_segments(star, config):
+        columns = simulate_segment(star, segment, config.seed)
+        data = product_fits(star, segment, columns)
+        key = product_key(star, segment)
+        if fs is None:
+            path = os.path.join(root, key)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as fh:
+                fh.write(data)
+        else:
+            fs.pipe_file(f"{root}/{key}", data)
+        products.append(
+            {"star": index, "mission": segment.mission, "segment": segment.number, "key": key,
+             "size": len(data), "kic": star.kic, "epic": star.epic, "tic": star.tic,
+             "ra": star.ra, "dec": star.dec}
+        )
+    truth = dataclasses.asdict(star)
+    truth["missions"] = ",".join(sorted({p["mission"] for p in products}))
+    truth["n_products"] = len(products)
+    truth["expected_snr"] = expected_snr(star, config)
+    for key in ("kepler_quarters", "k2_campaigns", "tess_sectors"):
+        truth[key] = ",".join(str(v) for v in truth[key])
+    return truth, products
+
+
+def expected_snr(star: SimStar, config: SimulationConfig) -> float:
+    """Expected transit SNR: depth / per-point noise × sqrt(points in transit), all segments."""
+    if star.rp_over_rs <= 0:
+        return 0.0
+    total = 0.0
+    for segment in star_segments(star, config):
+        tess = segment.mission == "TESS"
+        zero_point = 15000.0 * 10 ** (-0.4 * (star.mag - 10.0)) if tess else 1.74e5 * 10 ** (-0.4 * (star.mag - 12.0))
+        exposure_s = segment.cadence * 86400 * 0.8
+        sigma = max(math.sqrt(zero_point * exposure_s + 400.0 * exposure_s) / (zero_point * exposure_s), 2e-5)
+        n_transits = (segment.stop - segment.start) / star.period
+        points = n_transits * (star.duration_hours / 24) / segment.cadence
+        total += (star.depth_ppm * 1e-6 / sigma) ** 2 * points
+    return round(math.sqrt(total), 2)
+
+
+@dataclasses.dataclass(frozen=True)
+class SimulationResult:
+    """What ``simulate_archive`` wrote."""
+
+    out_url: str
+    n_stars: int
+    n_products: int
+    n_bytes: int
+    truth_url: str
+    products_url: str
+
+
+def _iter_results(config: SimulationConfig, out_url: str, storage_options: Mapping[str, Any] | None,
+                  processes: int) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    jobs = ((config, i, out_url, storage_options) for i in range(config.n_stars))
+    if processes <= 1:
+        yield from map(_write_star, jobs)
+        return
+    with ProcessPoolExecutor(max_workers=processes) as pool:
+        yield from pool.map(_write_star, jobs, chunksize=8)
+
+
+def simulate_archive(
+    out_url: str,
+    config: SimulationConfig,
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    processes: int = 1,
+    progress: bool = False,
+) -> SimulationResult:
+    """Write a simulated archive and its truth tables.
+
+    Parameters
+    ----------
+    out_url : str
+        Local folder or ``s3://bucket[/prefix]``; keys follow the public layout below it.
+    config : SimulationConfig
+        What to simulate.
+    storage_options : mapping, optional
+        fsspec options for S3 (writes need credentials or a writable local server).
+    processes : int
+        Worker processes (output is identical for any number).
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    SimulationResult
+    """
+    truths: list[dict[str, Any]] = []
+    products: list[dict[str, Any]] = []
+    results = _iter_results(config, out_url, storage_options, processes)
+    if progress:
+        from tqdm import tqdm
+
+        results = tqdm(results, total=config.n_stars, unit="star", desc="simulate")
+    for truth, rows in results:
+        truths.append(truth)
+        products.extend(rows)
+    truth_table = pd.DataFrame(truths)
+    product_table = pd.DataFrame(products)
+    truth_url = f"{out_url.rstrip('/')}/truth/stars.parquet"
+    products_url = f"{out_url.rstrip('/')}/truth/products.parquet"
+    for table, url in ((truth_table, truth_url), (product_table, products_url)):
+        buffer = io.BytesIO()
+        table.to_parquet(buffer, index=False)
+        protocol = url_protocol(url)
+        if protocol == "file":
+            path = local_path(url)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(buffer.getvalue())
+        else:
+            filesystem(protocol, storage_options).pipe_file(url, buffer.getvalue())
+    n_bytes = int(product_table["size"].sum()) if len(product_table) else 0
+    logger.info("simulated %d stars, %d products, %.1f MB", config.n_stars, len(product_table), n_bytes / 1e6)
+    return SimulationResult(out_url, config.n_stars, len(product_table), n_bytes, truth_url, products_url)
