@@ -42,6 +42,117 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_discover(args: argparse.Namespace) -> int:
+    """Targets to a manifest (archive-native: catalogue IDs and prefix listings)."""
+    import pandas as pd
+
+    from starskope_dask.config import load_storage_config
+    from starskope_dask.discover import (
+        check_mission_names,
+        discover_ids,
+        list_archive,
+        manifest_frame,
+        parse_id_target,
+        write_manifest,
+    )
+    from starskope_dask.errors import DiscoveryError
+
+    options = load_storage_config().storage_options()
+    missions = check_mission_names(args.mission) if args.mission else None
+    targets = list(args.targets)
+    for path in args.targets_file or []:
+        with open(path) as fh:
+            targets += [line.strip() for line in fh if line.strip() and not line.startswith("#")]
+    frames, problems = [], []
+    ids = []
+    for target in targets:
+        parsed = parse_id_target(target)
+        if parsed is None:
+            problems.append(f"{target}: not a catalogue ID (KIC n, EPIC n, TIC n)")
+        else:
+            ids.append(parsed)
+    if ids:
+        frame, messages = discover_ids(ids, args.archive, options)
+        frames.append(frame)
+        problems += messages
+    for prefix in args.prefix or []:
+        try:
+            frames.append(list_archive(prefix, options))
+        except DiscoveryError as exc:
+            problems.append(str(exc))
+    if not targets and not args.prefix:
+        frames.append(list_archive(args.archive, options))
+    manifest = manifest_frame(pd.concat(frames).to_dict("records")) if frames else manifest_frame([])
+    if missions:
+        manifest = manifest[manifest["mission"].isin(missions)].reset_index(drop=True)
+    if args.product:
+        manifest = manifest[manifest["product_type"].isin(args.product)].reset_index(drop=True)
+    write_manifest(manifest, args.output)
+    for problem in problems:
+        _emit(f"warning: {problem}")
+    _emit(f"{len(manifest)} products of {manifest['target'].nunique()} targets -> {args.output}")
+    return 0 if not problems else 1
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    """Manifest to the Zarr cube."""
+    from starskope_dask.config import load_ingest_config
+    from starskope_dask.pipeline import run
+
+    logging.getLogger("starskope_dask").setLevel(logging.INFO)
+    config = load_ingest_config(
+        args.manifest, args.store, args.config, scheduler_address=args.scheduler,
+        n_workers=args.workers,
+    )
+    summary = run(config, progress=not args.quiet)
+    _emit(_summary_text(summary.as_dict()))
+    if args.json:
+        _emit(json.dumps(summary.as_dict()))
+    return 0 if summary.n_failed == 0 else 1
+
+
+def _summary_text(summary: dict[str, Any]) -> str:
+    lines = [
+        f"store {summary['store']}: {summary['n_stars']} stars, {summary['n_products']} products "
+        f"({summary['n_stored']} stored, {summary['n_failed']} failed); "
+        f"{summary['n_chunks_written']} chunks written, {summary['n_chunks_skipped']} already done; "
+        f"{summary['bytes_read'] / 1e6:.1f} MB read in {summary['seconds']:.1f} s"
+    ]
+    lines += [f"  failed: {f['url']}: {f['error_type']}: {f['message']}" for f in summary["failures"]]
+    return "\n".join(lines)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Report a store's contents and failures."""
+    from starskope_dask.config import load_storage_config
+    from starskope_dask.pipeline import store_options_for
+    from starskope_dask.store import store_status
+
+    status = store_status(args.store, store_options_for(load_storage_config()))
+    if args.json:
+        _emit(json.dumps(status.as_dict()))
+        return 0
+    _emit(
+        f"store {status.store}: {status.n_stars} stars, {status.n_products} products, "
+        f"{status.n_stored} stored, {status.n_failed} failed; chunks done "
+        f"{status.n_chunks_done}/{status.n_chunks}; grid {status.grid}"
+    )
+    for failure in status.failures:
+        _emit(f"  failed: {failure['url']}: {failure['error_type']}: {failure['message']}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The embedded main job: local S3 server, simulated archive, discover, ingest, plot."""
+    from starskope_dask.demo import run_demo
+
+    logging.getLogger("starskope_dask").setLevel(logging.INFO)
+    result = run_demo(args.out, n_stars=args.stars, seed=args.seed, n_workers=args.workers)
+    _emit(_summary_text(result["summary"]))
+    _emit(f"manifest: {result['manifest']}\nstore: {result['store']}\nplot: {result['plot']}")
+    return 0
+
+
 def register(sub: Any) -> None:
     """Add the pipeline subcommands to the ``starskope`` parser."""
     simulate = sub.add_parser("simulate", help="write a simulated archive with truth tables")
@@ -57,8 +168,36 @@ def register(sub: Any) -> None:
     simulate.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     simulate.set_defaults(func=cmd_simulate)
 
-    for extra in _LATER:
-        extra(sub)
+    discover = sub.add_parser("discover", help="targets to a manifest of products")
+    discover.add_argument("targets", nargs="*", metavar="TARGET", help="KIC n | EPIC n | TIC n")
+    discover.add_argument("--targets-file", action="append", help="file with one target per line")
+    discover.add_argument("--archive", default="s3://stpubdata",
+                          help="bucket (or folder) holding the public layout")
+    discover.add_argument("--prefix", action="append",
+                          help="list every product under this prefix (bulk)")
+    discover.add_argument("--mission", action="append", help="kepler|k2|tess (repeatable)")
+    discover.add_argument("--product", action="append", help="product type, e.g. kepler-lc")
+    discover.add_argument("-o", "--output", default="manifest.parquet")
+    discover.set_defaults(func=cmd_discover)
 
+    ingest = sub.add_parser("ingest", help="manifest to the time-aligned Zarr cube")
+    ingest.add_argument("manifest", metavar="MANIFEST")
+    ingest.add_argument("--store", required=True, help="local path or s3:// URL of the cube")
+    ingest.add_argument("--scheduler", help="Dask scheduler address (or DASK_SCHEDULER_ADDRESS)")
+    ingest.add_argument("--workers", type=int, help="LocalCluster worker processes")
+    ingest.add_argument("--config", help="YAML config file")
+    ingest.add_argument("--json", action="store_true", help="also print the summary as JSON")
+    ingest.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    ingest.set_defaults(func=cmd_ingest)
 
-_LATER: list[Any] = []
+    status = sub.add_parser("status", help="what a store holds, and its failures")
+    status.add_argument("store", metavar="STORE")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+
+    demo = sub.add_parser("demo", help="the main job on a local S3 server and simulated archive")
+    demo.add_argument("--out", default="starskope-demo", help="output folder")
+    demo.add_argument("--stars", type=int, default=24)
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--workers", type=int, default=2)
+    demo.set_defaults(func=cmd_demo)

@@ -197,3 +197,49 @@ def fetch_many(
                 error = value if isinstance(value, BaseException) else FileNotFoundError(path)
                 results[index] = _translate(urls[index], error)
     return results
+
+
+def fetch_heads(
+    urls: Sequence[str],
+    nbytes: int,
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    concurrency: int = 32,
+) -> list[bytes | ProductError]:
+    """Fetch the first ``nbytes`` of many objects concurrently (ranged requests).
+
+    Compressed objects (gzip, ``.Z``) cannot be read in part: those are fetched whole and
+    decompressed. Failures come back as errors, in order.
+    """
+    results: list[bytes | ProductError] = [b""] * len(urls)
+    remote = [i for i, url in enumerate(urls) if url_protocol(url) != "file"]
+    for index, url in enumerate(urls):
+        if url_protocol(url) == "file":
+            try:
+                results[index] = fetch_bytes(url, start=0, end=nbytes)
+            except ProductError as exc:
+                results[index] = exc
+    by_protocol: dict[str, list[int]] = {}
+    for index in remote:
+        by_protocol.setdefault(url_protocol(urls[index]), []).append(index)
+    for protocol, indices in by_protocol.items():
+        paths = [_split(urls[i])[1] for i in indices]
+        try:
+            fs = filesystem(protocol, storage_options)
+            heads = fs.cat_ranges(
+                paths, [0] * len(paths), [nbytes] * len(paths), on_error="return",
+                batch_size=concurrency,
+            )
+        except Exception as exc:
+            for index in indices:
+                results[index] = _translate(urls[index], exc)
+            continue
+        for index, head in zip(indices, heads, strict=True):
+            results[index] = head if isinstance(head, bytes) else _translate(urls[index], head)
+    for index, value in enumerate(results):
+        if isinstance(value, bytes) and value[:2] in (GZIP_MAGIC, COMPRESS_MAGIC):
+            try:
+                results[index] = decompress(urls[index], fetch_bytes(urls[index], storage_options))
+            except ProductError as exc:
+                results[index] = exc
+    return results

@@ -92,6 +92,7 @@ def local_s3_server(bucket: str = "stpubdata", *, set_env: bool = True) -> Itera
         raise StoreError(
             "a local S3 server needs moto: pip install 'starskope-dask[local]'"
         ) from exc
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     port = _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()

@@ -1,0 +1,472 @@
+"""The ``store`` stage: the Zarr v3 cube, its schema, region writes, resume state and failures.
+
+Layout of a store (local path or ``s3://``)::
+
+    STORE/zarr.json, flux/, flux_err/, time/, star/, mission/, kic/, ...   the xarray Dataset
+    STORE/_starskope/products.parquet   every manifest product: header facts, star row, state
+    STORE/_starskope/stars.parquet      the star table (row = ``star`` index)
+    STORE/_starskope/done/chunk-NNNNNN.json   written after a star chunk's data: its products,
+                                              failures and bytes; a chunk without one is redone
+    STORE/_starskope/lock.json          held by the running ingest
+
+The Dataset has dims ``mission`` (Kepler, K2, TESS), ``star`` and ``time``; ``flux`` and
+``flux_err`` are float32, NaN where there is no data, chunked ``(1, star_chunk, time_chunk)``.
+Missions stay apart because their bandpasses differ and K2 campaign 19 overlapped TESS
+sector 1-2 in time; ``flux.max("mission")`` (or a mission of choice) gives one series per star.
+Empty chunks are never written (Zarr 3 ``write_empty_chunks=False``), so the gaps cost nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import warnings
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from starskope_dask.align import grid_times
+from starskope_dask.config import GridConfig
+from starskope_dask.errors import StoreError, StoreLockedError
+from starskope_dask.fetch import filesystem, local_path, url_protocol
+from starskope_dask.records import MISSIONS
+
+logger = logging.getLogger(__name__)
+
+STATE_DIR = "_starskope"
+SCHEMA_VERSION = 1
+LOCK_STALE_SECONDS = 120.0
+
+
+def _silence_zarr_warnings() -> contextlib.AbstractContextManager[Any]:
+    """Filter the warnings Zarr 3 gives for consolidated metadata (known; we consolidate on
+    purpose so that opening a store on S3 is one request)."""
+    context = warnings.catch_warnings()
+    context.__enter__()
+    warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+    warnings.filterwarnings("ignore", category=RuntimeWarning, message=".*consolidated.*")
+    warnings.filterwarnings("ignore", message=".*is not recognized as a component of a Zarr.*")
+    return context
+
+
+@contextlib.contextmanager
+def quiet_zarr() -> Iterator[None]:
+    """Context in which Zarr's consolidated-metadata warnings are filtered."""
+    context = _silence_zarr_warnings()
+    try:
+        yield
+    finally:
+        context.__exit__(None, None, None)
+
+
+# ------------------------------------------------------------------- small file I/O
+
+
+def _join(store: str, *parts: str) -> str:
+    return "/".join([store.rstrip("/"), *parts])
+
+
+def _fs(url: str, storage_options: Mapping[str, Any] | None) -> tuple[Any, str]:
+    protocol = url_protocol(url)
+    if protocol == "file":
+        return filesystem("file"), str(local_path(url))
+    return filesystem(protocol, storage_options), url
+
+
+def write_bytes(url: str, data: bytes, storage_options: Mapping[str, Any] | None = None) -> None:
+    """Write a small file atomically where the filesystem allows (local: rename)."""
+    fs, path = _fs(url, storage_options)
+    try:
+        if url_protocol(url) == "file":
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        else:
+            fs.pipe_file(path, data)
+    except OSError as exc:
+        raise StoreError(f"cannot write {url}: {exc}; check the store URL and permissions") from exc
+
+
+def read_bytes(url: str, storage_options: Mapping[str, Any] | None = None) -> bytes | None:
+    """Read a small file, or ``None`` when it does not exist."""
+    fs, path = _fs(url, storage_options)
+    try:
+        data: bytes = fs.cat_file(path)
+        return data
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StoreError(f"cannot read {url}: {exc}; is the store reachable?") from exc
+
+
+def write_table(url: str, table: pd.DataFrame, storage_options: Mapping[str, Any] | None = None) -> None:
+    """Write a DataFrame as Parquet."""
+    buffer = io.BytesIO()
+    table.to_parquet(buffer, index=False)
+    write_bytes(url, buffer.getvalue(), storage_options)
+
+
+def read_table(url: str, storage_options: Mapping[str, Any] | None = None) -> pd.DataFrame | None:
+    """Read a Parquet table, or ``None`` when it does not exist."""
+    data = read_bytes(url, storage_options)
+    return None if data is None else pd.read_parquet(io.BytesIO(data))
+
+
+# ------------------------------------------------------------------------------- lock
+
+
+@dataclasses.dataclass(frozen=True)
+class Lock:
+    """The ingest lock of a store, refreshed by a heartbeat thread while held."""
+
+    url: str
+    owner: str
+    stop: threading.Event
+    storage_options: Mapping[str, Any] | None
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
+
+
+def _lock_is_stale(record: Mapping[str, Any]) -> bool:
+    host, pid = str(record.get("owner", "::")).split(":")[:2]
+    if host == socket.gethostname():
+        try:
+            os.kill(int(pid), 0)
+        except (ProcessLookupError, ValueError):
+            return True
+        except PermissionError:
+            return False
+        return False
+    return time.time() - float(record.get("heartbeat", 0)) > LOCK_STALE_SECONDS
+
+
+def acquire_lock(store: str, storage_options: Mapping[str, Any] | None = None) -> Lock:
+    """Take the store's ingest lock, or raise :class:`StoreLockedError`.
+
+    A lock left by a killed run (its process is gone, or on another host its heartbeat is
+    older than two minutes) is taken over.
+    """
+    url = _join(store, STATE_DIR, "lock.json")
+    owner = _owner()
+    existing = read_bytes(url, storage_options)
+    if existing is not None:
+        record = json.loads(existing)
+        if not _lock_is_stale(record):
+            raise StoreLockedError(
+                f"store {store} is being written by another ingest ({record.get('owner')}, "
+                f"started {record.get('started')}); wait for it to finish, or remove {url} if "
+                "that run is dead"
+            )
+        logger.warning("taking over the stale lock of %s (%s)", store, record.get("owner"))
+    payload = {"owner": owner, "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "heartbeat": time.time()}
+    if url_protocol(url) == "file" and existing is None:
+        path = str(local_path(url))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError as exc:
+            raise StoreLockedError(
+                f"store {store} was locked by another ingest a moment ago; wait for it"
+            ) from exc
+        with os.fdopen(fd, "w") as fh:
+            json.dump(payload, fh)
+    else:
+        write_bytes(url, json.dumps(payload).encode(), storage_options)
+    time.sleep(0.05)
+    current = read_bytes(url, storage_options)
+    if current is None or json.loads(current).get("owner") != owner:
+        raise StoreLockedError(f"store {store} was locked by another ingest at the same time")
+    stop = threading.Event()
+    lock = Lock(url, owner, stop, storage_options)
+
+    def heartbeat() -> None:
+        while not stop.wait(30.0):
+            payload["heartbeat"] = time.time()
+            with contextlib.suppress(StoreError):
+                write_bytes(url, json.dumps(payload).encode(), storage_options)
+
+    threading.Thread(target=heartbeat, name="starskope-lock", daemon=True).start()
+    return lock
+
+
+def release_lock(lock: Lock) -> None:
+    """Release a lock taken by :func:`acquire_lock`."""
+    lock.stop.set()
+    fs, path = _fs(lock.url, lock.storage_options)
+    with contextlib.suppress(FileNotFoundError):
+        fs.rm_file(path)
+
+
+# ---------------------------------------------------------------------------- schema
+
+
+@dataclasses.dataclass(frozen=True)
+class CubeLayout:
+    """Shape and chunking of the cube."""
+
+    grid: GridConfig
+    star_chunk: int
+    time_chunk: int
+
+    def time_slice(self, first_step: int, last_step: int) -> slice:
+        """Chunk-aligned time slice covering steps ``first_step..last_step``."""
+        start = first_step // self.time_chunk * self.time_chunk
+        stop = min(-(-(last_step + 1) // self.time_chunk) * self.time_chunk, self.grid.size)
+        return slice(start, stop)
+
+
+def _zarr_open_group(store: str, storage_options: Mapping[str, Any] | None, mode: str) -> Any:
+    import zarr
+
+    kwargs: dict[str, Any] = {"mode": mode}
+    if url_protocol(store) != "file":
+        kwargs["storage_options"] = dict(storage_options or {})
+        path: str = store
+    else:
+        path = str(local_path(store))
+    with quiet_zarr():
+        return zarr.open_group(path, **kwargs)
+
+
+def _star_coords(stars: pd.DataFrame) -> dict[str, Any]:
+    return {
+        "ra": ("star", stars["ra"].to_numpy(np.float64)),
+        "dec": ("star", stars["dec"].to_numpy(np.float64)),
+        "kic": ("star", stars["kic"].to_numpy(np.int64)),
+        "epic": ("star", stars["epic"].to_numpy(np.int64)),
+        "tic": ("star", stars["tic"].to_numpy(np.int64)),
+        "missions": ("star", stars["missions"].astype(str).to_numpy(dtype=object)),
+    }
+
+
+def create_schema(
+    store: str,
+    layout: CubeLayout,
+    stars: pd.DataFrame,
+    attrs: Mapping[str, Any],
+    storage_options: Mapping[str, Any] | None = None,
+) -> None:
+    """Write the cube's metadata and coordinates (no data chunks) with xarray.
+
+    Parameters
+    ----------
+    store : str
+        Store URL.
+    layout : CubeLayout
+        Grid and chunking.
+    stars : DataFrame
+        The star table.
+    attrs : mapping
+        Attributes recorded on the Dataset (grid, normalisation, config).
+    storage_options : mapping, optional
+        fsspec options for remote stores.
+    """
+    import dask.array as da
+    import xarray as xr
+
+    shape = (len(MISSIONS), len(stars), layout.grid.size)
+    chunks = (1, layout.star_chunk, layout.time_chunk)
+    data = da.full(shape, np.nan, dtype=np.float32, chunks=chunks)
+    dataset = xr.Dataset(
+        {
+            "flux": (("mission", "star", "time"), data),
+            "flux_err": (("mission", "star", "time"), data),
+        },
+        coords={
+            "mission": ("mission", np.array(MISSIONS, dtype=object)),
+            "star": ("star", stars["star"].to_numpy(np.int64)),
+            "time": ("time", grid_times(layout.grid)),
+            **_star_coords(stars),
+        },
+        attrs=dict(attrs),
+    )
+    dataset["time"].attrs.update(units="d", long_name="BJD_TDB", scale="tdb")
+    dataset["flux"].attrs.update(units="1", long_name="flux normalised by its segment's median")
+    dataset["flux_err"].attrs.update(units="1", long_name="1-sigma error of flux")
+    encoding = {
+        name: {"chunks": chunks, "_FillValue": np.float32(np.nan)} for name in ("flux", "flux_err")
+    }
+    encoding["time"] = {"chunks": (min(layout.grid.size, 1 << 20),)}
+    kwargs: dict[str, Any] = {}
+    if url_protocol(store) != "file":
+        kwargs["storage_options"] = dict(storage_options or {})
+    target = store if url_protocol(store) != "file" else str(local_path(store))
+    try:
+        with quiet_zarr():
+            dataset.to_zarr(target, mode="w", compute=False, zarr_format=3, consolidated=False,
+                            encoding=encoding, **kwargs)
+    except OSError as exc:
+        raise StoreError(f"cannot create the store {store}: {exc}; check the URL and access") from exc
+
+
+def grow_stars(
+    store: str, stars: pd.DataFrame, storage_options: Mapping[str, Any] | None = None
+) -> None:
+    """Extend the ``star`` dimension to the star table and rewrite the per-star coordinates."""
+    group = _zarr_open_group(store, storage_options, "r+")
+    n = len(stars)
+    for name in ("flux", "flux_err"):
+        array = group[name]
+        if array.shape[1] != n:
+            array.resize((array.shape[0], n, array.shape[2]))
+    values = {"star": stars["star"].to_numpy(np.int64)}
+    values.update({k: v[1] for k, v in _star_coords(stars).items()})
+    for name, column in values.items():
+        array = group[name]
+        if array.shape[0] != n:
+            array.resize((n,))
+        array[:] = column
+
+
+def write_region(
+    store: str,
+    mission_index: int,
+    star_slice: slice,
+    time_slice: slice,
+    flux: npt.NDArray[np.float32],
+    flux_err: npt.NDArray[np.float32],
+    storage_options: Mapping[str, Any] | None = None,
+) -> None:
+    """Write a chunk-aligned block of one mission (a worker's whole star chunk)."""
+    group = _zarr_open_group(store, storage_options, "r+")
+    try:
+        group["flux"][mission_index, star_slice, time_slice] = flux
+        group["flux_err"][mission_index, star_slice, time_slice] = flux_err
+    except OSError as exc:
+        raise StoreError(f"cannot write to {store}: {exc}") from exc
+
+
+def consolidate(store: str, storage_options: Mapping[str, Any] | None = None) -> None:
+    """Consolidate the store's metadata so that opening it is one read."""
+    import zarr
+
+    target = store if url_protocol(store) != "file" else str(local_path(store))
+    kwargs: dict[str, Any] = {}
+    if url_protocol(store) != "file":
+        kwargs["storage_options"] = dict(storage_options or {})
+    with quiet_zarr():
+        zarr.consolidate_metadata(target, zarr_format=3, **kwargs)
+
+
+def open_cube(store: str, storage_options: Mapping[str, Any] | None = None) -> Any:
+    """Open the cube as an xarray Dataset (lazy, Dask-backed).
+
+    Raises
+    ------
+    StoreError
+        If there is no cube at ``store``.
+    """
+    import xarray as xr
+
+    kwargs: dict[str, Any] = {}
+    if url_protocol(store) != "file":
+        kwargs["storage_options"] = dict(storage_options or {})
+    target = store if url_protocol(store) != "file" else str(local_path(store))
+    try:
+        with quiet_zarr():
+            return xr.open_zarr(target, zarr_format=3, **kwargs)
+    except (FileNotFoundError, KeyError, ValueError) as exc:
+        raise StoreError(f"no starskope cube at {store}: {exc}; run `starskope ingest` first") from exc
+
+
+# ---------------------------------------------------------------------- resume state
+
+
+def done_marker_url(store: str, chunk: int) -> str:
+    """URL of the done-marker of star chunk ``chunk``."""
+    return _join(store, STATE_DIR, "done", f"chunk-{chunk:06d}.json")
+
+
+def write_done_marker(
+    store: str, chunk: int, record: Mapping[str, Any], storage_options: Mapping[str, Any] | None = None
+) -> None:
+    """Record that a star chunk's data is written (called after the data, never before)."""
+    write_bytes(done_marker_url(store, chunk), json.dumps(record, sort_keys=True).encode(), storage_options)
+
+
+def read_done_markers(store: str, storage_options: Mapping[str, Any] | None = None) -> dict[int, dict[str, Any]]:
+    """All done-markers of a store, by chunk number."""
+    fs, root = _fs(_join(store, STATE_DIR, "done"), storage_options)
+    try:
+        paths = sorted(fs.glob(f"{root}/chunk-*.json"))
+    except FileNotFoundError:
+        return {}
+    if not paths:
+        return {}
+    contents = fs.cat(paths) if len(paths) > 1 else {paths[0]: fs.cat_file(paths[0])}
+    markers: dict[int, dict[str, Any]] = {}
+    for path, data in contents.items():
+        name = os.path.basename(path)
+        markers[int(name[len("chunk-") : -len(".json")])] = json.loads(data)
+    return markers
+
+
+def state_url(store: str, name: str) -> str:
+    """URL of a state file (``products.parquet``, ``stars.parquet``, ``summary.json``)."""
+    return _join(store, STATE_DIR, name)
+
+
+@dataclasses.dataclass(frozen=True)
+class StoreStatus:
+    """What ``starskope status`` reports."""
+
+    store: str
+    n_stars: int
+    n_products: int
+    n_stored: int
+    n_failed: int
+    n_chunks_done: int
+    n_chunks: int
+    grid: dict[str, Any]
+    failures: list[dict[str, Any]]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return dataclasses.asdict(self)
+
+
+def store_status(store: str, storage_options: Mapping[str, Any] | None = None) -> StoreStatus:
+    """Summarise a store: stars, products stored and failed, grid and failures."""
+    products = read_table(state_url(store, "products.parquet"), storage_options)
+    if products is None:
+        raise StoreError(f"{store} holds no starskope ingest state; run `starskope ingest` first")
+    markers = read_done_markers(store, storage_options)
+    stars = read_table(state_url(store, "stars.parquet"), storage_options)
+    failures = [
+        {"url": r.url, "error_type": r.error_type, "message": r.message, "stage": "header"}
+        for r in products[products["error_type"].notna()].itertuples()
+    ]
+    stored = 0
+    for marker in markers.values():
+        stored += len(marker.get("products", []))
+        failures.extend(marker.get("failures", []))
+    attrs = json.loads(read_bytes(_join(store, "zarr.json"), storage_options) or b"{}").get(
+        "attributes", {}
+    )
+    star_chunk = int(attrs.get("star_chunk", 64))
+    n_stars = 0 if stars is None else len(stars)
+    return StoreStatus(
+        store=store,
+        n_stars=n_stars,
+        n_products=len(products),
+        n_stored=stored,
+        n_failed=len(failures),
+        n_chunks_done=len(markers),
+        n_chunks=-(-n_stars // star_chunk),
+        grid={k: attrs.get(k) for k in ("grid_start_bjd", "grid_cadence_days", "grid_size", "normalisation")},
+        failures=sorted(failures, key=lambda f: f["url"]),
+    )
