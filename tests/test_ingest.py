@@ -1,0 +1,186 @@
+"""Distributed ingest end to end: real files on a local S3 server, a LocalCluster of two
+worker processes, resume after kill -9, concurrent runs, failures kept as data."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from starskope_dask.align import grid_cells, grid_index
+from starskope_dask.config import GridConfig, load_ingest_config
+from starskope_dask.discover import list_archive, write_manifest
+from starskope_dask.errors import StoreLockedError
+from starskope_dask.pipeline import run_with_client
+from starskope_dask.read import read_light_curve
+from starskope_dask.store import acquire_lock, open_cube, release_lock, store_status
+
+from .conftest import HAT_P_7_KEPLER, HAT_P_7_TESS
+
+REAL_SUBSET = [
+    HAT_P_7_KEPLER,
+    *HAT_P_7_TESS,
+    "kepler/kplr002556081-2009166043257_llc.fits",
+    "kepler/kplr002556081-2009259160929_llc.fits",
+    "k2/ktwo211117077-c04_llc.fits",
+    "tess/tess2018206045859-s0001-0000000025155310-0120-s_lc.fits",
+]
+CORRUPT = "edge/test-lc-tess-pimen-corrupted.fits"
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[object]:
+    from distributed import Client, LocalCluster
+
+    # The S3 endpoint reaches the worker processes through the environment.
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=":0") as cluster, Client(cluster) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def real_manifest(real_data: Path, s3: object, tmp_path_factory: pytest.TempPathFactory) -> str:
+    import fsspec
+
+    fs = fsspec.filesystem("s3", **s3.storage_options(anon=False))  # type: ignore[attr-defined]
+    for name in REAL_SUBSET:
+        fs.put_file(str(real_data / name), f"stpubdata/ingest/{name}")
+    # a corrupt product under a real-looking TESS key
+    fs.put_file(str(real_data / CORRUPT),
+                "stpubdata/ingest/tess/tess2018206045859-s0001-0000000261136679-0120-s_lc.fits")
+    manifest = list_archive("s3://stpubdata/ingest/")
+    assert len(manifest) == len(REAL_SUBSET) + 1
+    path = str(tmp_path_factory.mktemp("manifest") / "real.parquet")
+    write_manifest(manifest, path)
+    return path
+
+
+def test_real_files_end_to_end(real_manifest: str, real_data: Path, client: object, tmp_path: Path) -> None:
+    store = str(tmp_path / "cube.zarr")
+    config = load_ingest_config(real_manifest, store, star_chunk=2)
+    summary = run_with_client(config, client, progress=False)
+    assert summary.n_products == len(REAL_SUBSET) + 1
+    assert summary.n_stored == len(REAL_SUBSET)
+    assert summary.n_failed == 1
+    failure = summary.failures[0]
+    assert failure["error_type"] == "CorruptProductError" and "truncated" in failure["message"]
+
+    cube = open_cube(store)
+    assert set(cube["flux"].dims) == {"mission", "star", "time"}
+    assert cube["time"].dtype == np.float64
+    # HAT-P-7: Kepler and TESS products are one star
+    hat = int(np.flatnonzero(cube["kic"].values == 10666592)[0])
+    assert int(cube["tic"].values[hat]) == 424865156
+    assert str(cube["missions"].values[hat]) == "Kepler,TESS"
+    # HAT-P-7, KIC 2556081, EPIC 211117077, TIC 25155310, and the corrupt TIC 261136679 (its
+    # header reads; its data does not, so its row stays NaN)
+    assert cube.sizes["star"] == 5
+
+    # values: a TESS sector binned onto the grid, normalised by its median
+    grid = GridConfig()
+    lc = read_light_curve(str(real_data / HAT_P_7_TESS[0]))
+    expected = grid_cells(lc, grid)
+    stored = cube["flux"].sel(mission="TESS", star=hat).values
+    np.testing.assert_allclose(stored[expected.index], expected.flux, rtol=1e-6)
+    assert np.isfinite(stored).sum() >= expected.index.size
+    kepler = read_light_curve(str(real_data / "kepler/kplr002556081-2009259160929_llc.fits")).good_only()
+    star = int(np.flatnonzero(cube["kic"].values == 2556081)[0])
+    steps = grid_index(kepler.time, grid)
+    values = cube["flux"].sel(mission="Kepler", star=star).values[steps]
+    np.testing.assert_allclose(values, kepler.flux / np.median(kepler.flux), rtol=1e-6)
+    assert np.isnan(cube["flux"].sel(mission="K2", star=star).values).all()
+
+    status = store_status(store)
+    assert (status.n_stars, status.n_stored, status.n_failed) == (5, len(REAL_SUBSET), 1)
+
+    rerun = run_with_client(config, client, progress=False)
+    assert (rerun.n_headers_read, rerun.n_chunks_written) == (0, 0)
+    assert rerun.n_chunks_skipped == summary.n_chunks_written
+
+
+def test_store_is_small_and_sparse(real_manifest: str, client: object, tmp_path: Path) -> None:
+    store = tmp_path / "cube.zarr"
+    run_with_client(load_ingest_config(real_manifest, str(store)), client, progress=False)
+    chunks = [p for p in (store / "flux").rglob("*") if p.is_file() and p.name != "zarr.json"]
+    grid_chunks = 3 * -(-GridConfig().size // 4096)
+    assert 0 < len(chunks) < grid_chunks / 4  # gaps cost nothing
+    total = sum(p.stat().st_size for p in store.rglob("*") if p.is_file())
+    manifest = pd.read_parquet(real_manifest)
+    assert total < 0.2 * manifest["size"].sum()
+
+
+def test_new_products_update_only_affected_chunks(sim_archive: Path, client: object, tmp_path: Path) -> None:
+    full = list_archive(str(sim_archive))
+    tess = full["mission"] == "TESS"
+    first = full[~tess | (full.index % 2 == 0)]
+    m1, m2 = str(tmp_path / "m1.parquet"), str(tmp_path / "m2.parquet")
+    write_manifest(first, m1)
+    write_manifest(full, m2)
+    store = str(tmp_path / "cube.zarr")
+    one = run_with_client(load_ingest_config(m1, store, star_chunk=4), client, progress=False)
+    two = run_with_client(load_ingest_config(m2, store, star_chunk=4), client, progress=False)
+    assert two.n_headers_read == len(full) - len(first)
+    assert 0 < two.n_chunks_written < one.n_chunks_written + 2
+    assert two.n_stored == len(full)
+    # the same contents as a fresh ingest of the full manifest
+    fresh = str(tmp_path / "fresh.zarr")
+    run_with_client(load_ingest_config(m2, fresh, star_chunk=4), client, progress=False)
+    a, b = open_cube(store), open_cube(fresh)
+    order_a = np.lexsort((a["dec"].values, a["ra"].values))
+    order_b = np.lexsort((b["dec"].values, b["ra"].values))
+    np.testing.assert_array_equal(a["flux"].values[:, order_a], b["flux"].values[:, order_b])
+
+
+def test_kill_minus_9_and_rerun(sim_archive: Path, tmp_path: Path) -> None:
+    manifest = str(tmp_path / "m.parquet")
+    write_manifest(list_archive(str(sim_archive)), manifest)
+    store = tmp_path / "killed.zarr"
+    env = {**os.environ, "DASK_STARSKOPE__INGEST__STAR_CHUNK": "2"}
+    command = [sys.executable, "-m", "starskope_dask.cli", "ingest", manifest, "--store", str(store),
+               "--workers", "1", "-q"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    done = store / "_starskope" / "done"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (done.exists() and len(list(done.glob("*.json"))) >= 2):
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)  # driver and workers
+    process.wait()
+    finished_before = {p.name for p in done.glob("*.json")}
+    assert finished_before, "the run was killed before any chunk finished"
+    rerun = subprocess.run(command + ["--json"], env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    summary = json.loads(rerun.stdout.strip().splitlines()[-1])
+    assert summary["n_chunks_skipped"] >= len(finished_before)  # finished chunks not re-read
+    reference = tmp_path / "reference.zarr"
+    clean = subprocess.run(command[:5] + ["--store", str(reference), "--workers", "1", "-q"], env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert clean.returncode == 0, clean.stdout
+    a, b = open_cube(str(store)), open_cube(str(reference))
+    np.testing.assert_array_equal(a["flux"].values, b["flux"].values)
+    np.testing.assert_array_equal(a["kic"].values, b["kic"].values)
+
+
+def test_two_ingests_on_one_store(tmp_path: Path) -> None:
+    store = str(tmp_path / "cube.zarr")
+    lock = acquire_lock(store)
+    try:
+        with pytest.raises(StoreLockedError, match="another ingest"):
+            acquire_lock(store)
+    finally:
+        release_lock(lock)
+    # a lock left by a dead process is taken over
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock_path = tmp_path / "cube.zarr" / "_starskope" / "lock.json"
+    lock_path.write_text(json.dumps({"owner": f"{os.uname().nodename}:{dead.pid}:0", "heartbeat": 0}))
+    release_lock(acquire_lock(store))
