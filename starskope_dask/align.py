@@ -181,10 +181,14 @@ def cross_match(
     return pd.Series(star_rows, index=products.index, name="star"), stars
 
 
-def _sort_key(products: pd.DataFrame, roots: npt.NDArray[np.int64], root: int) -> tuple[float, float]:
+def _sort_key(
+    products: pd.DataFrame, roots: npt.NDArray[np.int64], root: int
+) -> tuple[float, float]:
     members = products.iloc[np.flatnonzero(roots == root)]
-    return (float(np.nanmin(members["ra"].to_numpy(float), initial=np.inf)),
-            float(np.nanmin(members["dec"].to_numpy(float), initial=np.inf)))
+    return (
+        float(np.nanmin(members["ra"].to_numpy(float), initial=np.inf)),
+        float(np.nanmin(members["dec"].to_numpy(float), initial=np.inf)),
+    )
 
 
 def _star_table(
@@ -205,7 +209,7 @@ def _star_table(
     ] + [set() for _ in range(n_stars - len(existing))]
     frame = products.assign(_star=star_rows)
     for star, group in frame.groupby("_star", sort=True):
-        row = int(star)  # type: ignore[call-overload]
+        row = int(star)
         if not np.isfinite(table.at[row, "ra"]):
             table.at[row, "ra"] = float(np.nanmean(group["ra"].to_numpy(float)))
             table.at[row, "dec"] = float(np.nanmean(group["dec"].to_numpy(float)))

@@ -83,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     inspect = sub.add_parser("inspect", help="read products and summarise each")
-    inspect.add_argument("urls", nargs="+", metavar="URL", help="path, file://, s3:// or http(s)://")
+    inspect.add_argument(
+        "urls", nargs="+", metavar="URL", help="path, file://, s3:// or http(s)://"
+    )
     inspect.add_argument("--json", action="store_true", help="one JSON object per line")
     inspect.add_argument("--flux", choices=("pdcsap", "sap"), default="pdcsap")
     inspect.add_argument(

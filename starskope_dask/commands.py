@@ -82,7 +82,9 @@ def cmd_discover(args: argparse.Namespace) -> int:
             problems.append(str(exc))
     if not targets and not args.prefix:
         frames.append(list_archive(args.archive, options))
-    manifest = manifest_frame(pd.concat(frames).to_dict("records")) if frames else manifest_frame([])
+    manifest = (
+        manifest_frame(pd.concat(frames).to_dict("records")) if frames else manifest_frame([])
+    )
     if missions:
         manifest = manifest[manifest["mission"].isin(missions)].reset_index(drop=True)
     if args.product:
@@ -101,7 +103,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     logging.getLogger("starskope_dask").setLevel(logging.INFO)
     config = load_ingest_config(
-        args.manifest, args.store, args.config, scheduler_address=args.scheduler,
+        args.manifest,
+        args.store,
+        args.config,
+        scheduler_address=args.scheduler,
         n_workers=args.workers,
     )
     summary = run(config, progress=not args.quiet)
@@ -115,10 +120,13 @@ def _summary_text(summary: dict[str, Any]) -> str:
     lines = [
         f"store {summary['store']}: {summary['n_stars']} stars, {summary['n_products']} products "
         f"({summary['n_stored']} stored, {summary['n_failed']} failed); "
-        f"{summary['n_chunks_written']} chunks written, {summary['n_chunks_skipped']} already done; "
+        f"{summary['n_chunks_written']} chunks written, "
+        f"{summary['n_chunks_skipped']} already done; "
         f"{summary['bytes_read'] / 1e6:.1f} MB read in {summary['seconds']:.1f} s"
     ]
-    lines += [f"  failed: {f['url']}: {f['error_type']}: {f['message']}" for f in summary["failures"]]
+    lines += [
+        f"  failed: {f['url']}: {f['error_type']}: {f['message']}" for f in summary["failures"]
+    ]
     return "\n".join(lines)
 
 
@@ -160,10 +168,18 @@ def register(sub: Any) -> None:
     simulate.add_argument("--stars", type=int, default=20, help="number of stars (default 20)")
     simulate.add_argument("--missions", default="kepler,k2,tess", help="comma-separated")
     simulate.add_argument("--seed", type=int, default=0)
-    simulate.add_argument("--max-segments", type=int, default=3,
-                          help="most quarters/campaigns/sectors per star and mission")
-    simulate.add_argument("--segment-days", type=float, default=None,
-                          help="cut segments to this many days (small, fast archives)")
+    simulate.add_argument(
+        "--max-segments",
+        type=int,
+        default=3,
+        help="most quarters/campaigns/sectors per star and mission",
+    )
+    simulate.add_argument(
+        "--segment-days",
+        type=float,
+        default=None,
+        help="cut segments to this many days (small, fast archives)",
+    )
     simulate.add_argument("--processes", type=int, default=os.cpu_count() or 1)
     simulate.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     simulate.set_defaults(func=cmd_simulate)
@@ -171,10 +187,12 @@ def register(sub: Any) -> None:
     discover = sub.add_parser("discover", help="targets to a manifest of products")
     discover.add_argument("targets", nargs="*", metavar="TARGET", help="KIC n | EPIC n | TIC n")
     discover.add_argument("--targets-file", action="append", help="file with one target per line")
-    discover.add_argument("--archive", default="s3://stpubdata",
-                          help="bucket (or folder) holding the public layout")
-    discover.add_argument("--prefix", action="append",
-                          help="list every product under this prefix (bulk)")
+    discover.add_argument(
+        "--archive", default="s3://stpubdata", help="bucket (or folder) holding the public layout"
+    )
+    discover.add_argument(
+        "--prefix", action="append", help="list every product under this prefix (bulk)"
+    )
     discover.add_argument("--mission", action="append", help="kepler|k2|tess (repeatable)")
     discover.add_argument("--product", action="append", help="product type, e.g. kepler-lc")
     discover.add_argument("-o", "--output", default="manifest.parquet")

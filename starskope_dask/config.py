@@ -255,7 +255,9 @@ def config_tree(config_file: str | os.PathLike[str] | None = None) -> dict[str, 
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, Mapping):
-            raise ConfigError(f"config file {path} must hold a mapping, not {type(loaded).__name__}")
+            raise ConfigError(
+                f"config file {path} must hold a mapping, not {type(loaded).__name__}"
+            )
         loaded = loaded.get("starskope", loaded)
         unknown = [k for k in loaded if k not in tree]
         if unknown:

@@ -25,8 +25,9 @@ from starskope_dask.store import open_cube
 logger = logging.getLogger(__name__)
 
 
-def run_demo(out: str | os.PathLike[str], *, n_stars: int = 24, seed: int = 7,
-             n_workers: int = 2) -> dict[str, Any]:
+def run_demo(
+    out: str | os.PathLike[str], *, n_stars: int = 24, seed: int = 7, n_workers: int = 2
+) -> dict[str, Any]:
     """Run the demo; return the ingest summary and the paths written.
 
     Parameters
@@ -59,11 +60,22 @@ def run_demo(out: str | os.PathLike[str], *, n_stars: int = 24, seed: int = 7,
         config = load_ingest_config(str(manifest), str(store), n_workers=n_workers, star_chunk=8)
         summary = run(config)
     cube = open_cube(str(store))
-    multi = [int(s) for s, m in zip(cube["star"].values, cube["missions"].values, strict=True)
-             if "," in str(m)][:4]
+    multi = [
+        int(s)
+        for s, m in zip(cube["star"].values, cube["missions"].values, strict=True)
+        if "," in str(m)
+    ][:4]
     stars = multi or [int(s) for s in cube["star"].values[:3]]
-    plot = plot_cube_stars(cube, stars, out_dir / "stars.png",
-                           title="starskope demo: aligned multi-mission light curves")
+    plot = plot_cube_stars(
+        cube,
+        stars,
+        out_dir / "stars.png",
+        title="starskope demo: aligned multi-mission light curves",
+    )
     (out_dir / "summary.json").write_text(json.dumps(summary.as_dict(), indent=1))
-    return {"summary": summary.as_dict(), "manifest": str(manifest), "store": str(store),
-            "plot": str(plot)}
+    return {
+        "summary": summary.as_dict(),
+        "manifest": str(manifest),
+        "store": str(store),
+        "plot": str(plot),
+    }

@@ -33,11 +33,25 @@ _KEPLER_KEY = re.compile(r"kplr(\d{9})-(\d{13})_(llc|slc)\.fits(\.gz)?$")
 _K2_KEY = re.compile(r"ktwo(\d{9})-c(\d{2,3})_(llc|slc)\.fits(\.gz)?$")
 _TESS_KEY = re.compile(r"tess(\d{13})-s(\d{4})-(\d{16})-(\d{4})-([a-z])_(lc|fast-lc)\.fits(\.gz)?$")
 _KEPLER_QUARTER_OF_STAMP = {
-    "2009131105131": 0, "2009131110544": 0, "2009166043257": 1, "2009259160929": 2,
-    "2009350155506": 3, "2010078095331": 4, "2010174085026": 5, "2010265121752": 6,
-    "2010355172524": 7, "2011073133259": 8, "2011177032512": 9, "2011271113734": 10,
-    "2012004120508": 11, "2012088054726": 12, "2012179063303": 13, "2012277125453": 14,
-    "2013011073258": 15, "2013098041711": 16, "2013131215648": 17,
+    "2009131105131": 0,
+    "2009131110544": 0,
+    "2009166043257": 1,
+    "2009259160929": 2,
+    "2009350155506": 3,
+    "2010078095331": 4,
+    "2010174085026": 5,
+    "2010265121752": 6,
+    "2010355172524": 7,
+    "2011073133259": 8,
+    "2011177032512": 9,
+    "2011271113734": 10,
+    "2012004120508": 11,
+    "2012088054726": 12,
+    "2012179063303": 13,
+    "2012277125453": 14,
+    "2013011073258": 15,
+    "2013098041711": 16,
+    "2013131215648": 17,
 }
 
 
@@ -50,7 +64,10 @@ def parse_product_key(uri: str) -> dict[str, Any] | None:
     if match := _KEPLER_KEY.search(name):
         short = match.group(3) == "slc"
         return {
-            "mission": "Kepler", "kic": int(match.group(1)), "epic": None, "tic": None,
+            "mission": "Kepler",
+            "kic": int(match.group(1)),
+            "epic": None,
+            "tic": None,
             "segment": _KEPLER_QUARTER_OF_STAMP.get(match.group(2), -1),
             "cadence": "short" if short else "long",
             "product_type": "kepler-sc" if short else "kepler-lc",
@@ -59,15 +76,24 @@ def parse_product_key(uri: str) -> dict[str, Any] | None:
     if match := _K2_KEY.search(name):
         short = match.group(3) == "slc"
         return {
-            "mission": "K2", "kic": None, "epic": int(match.group(1)), "tic": None,
-            "segment": int(match.group(2)), "cadence": "short" if short else "long",
-            "product_type": "k2-sc" if short else "k2-lc", "target": f"EPIC {int(match.group(1))}",
+            "mission": "K2",
+            "kic": None,
+            "epic": int(match.group(1)),
+            "tic": None,
+            "segment": int(match.group(2)),
+            "cadence": "short" if short else "long",
+            "product_type": "k2-sc" if short else "k2-lc",
+            "target": f"EPIC {int(match.group(1))}",
         }
     if match := _TESS_KEY.search(name):
         fast = match.group(6) == "fast-lc"
         return {
-            "mission": "TESS", "kic": None, "epic": None, "tic": int(match.group(3)),
-            "segment": int(match.group(2)), "cadence": "20s" if fast else "2min",
+            "mission": "TESS",
+            "kic": None,
+            "epic": None,
+            "tic": int(match.group(3)),
+            "segment": int(match.group(2)),
+            "cadence": "20s" if fast else "2min",
             "product_type": "tess-spoc-20s" if fast else "tess-spoc-2min",
             "target": f"TIC {int(match.group(3))}",
         }
@@ -106,7 +132,9 @@ def manifest_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
-def write_manifest(frame: pd.DataFrame, url: str, storage_options: Mapping[str, Any] | None = None) -> None:
+def write_manifest(
+    frame: pd.DataFrame, url: str, storage_options: Mapping[str, Any] | None = None
+) -> None:
     """Write a manifest as Parquet (local or remote)."""
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)
@@ -133,18 +161,30 @@ def read_manifest(url: str, storage_options: Mapping[str, Any] | None = None) ->
             fs = filesystem(url_protocol(url), storage_options)
             frame = pd.read_parquet(io.BytesIO(fs.cat_file(url)))
     except FileNotFoundError as exc:
-        raise ConfigError(f"manifest {url} does not exist; make one with `starskope discover`") from exc
+        raise ConfigError(
+            f"manifest {url} does not exist; make one with `starskope discover`"
+        ) from exc
     except (OSError, ValueError) as exc:
         raise ConfigError(f"manifest {url} cannot be read as Parquet: {exc}") from exc
     if "s3_uri" not in frame and "https_url" not in frame:
-        raise ConfigError(f"manifest {url} has no s3_uri or https_url column; columns: {list(frame)}")
+        raise ConfigError(
+            f"manifest {url} has no s3_uri or https_url column; columns: {list(frame)}"
+        )
     return frame
 
 
 def product_urls(frame: pd.DataFrame) -> list[str]:
     """The URL to read for each manifest row: the S3 URI, else the HTTPS URL."""
-    s3 = frame["s3_uri"].fillna("").astype(str) if "s3_uri" in frame else pd.Series([""] * len(frame))
-    https = frame["https_url"].fillna("").astype(str) if "https_url" in frame else pd.Series([""] * len(frame))
+    s3 = (
+        frame["s3_uri"].fillna("").astype(str)
+        if "s3_uri" in frame
+        else pd.Series([""] * len(frame))
+    )
+    https = (
+        frame["https_url"].fillna("").astype(str)
+        if "https_url" in frame
+        else pd.Series([""] * len(frame))
+    )
     return [a or b for a, b in zip(s3.tolist(), https.tolist(), strict=True)]
 
 
@@ -195,8 +235,15 @@ def list_archive(prefix_url: str, storage_options: Mapping[str, Any] | None = No
         if facts is None:
             continue
         uri = f"{scheme}{path}"
-        rows.append({**facts, "s3_uri": uri, "https_url": https_url(uri),
-                     "size": info.get("size"), "source": "archive-listing"})
+        rows.append(
+            {
+                **facts,
+                "s3_uri": uri,
+                "https_url": https_url(uri),
+                "size": info.get("size"),
+                "source": "archive-listing",
+            }
+        )
     if not rows:
         raise TargetNotFoundError(f"no light-curve products under {prefix_url}")
     return manifest_frame(rows)
@@ -261,7 +308,11 @@ def discover_ids(
         except FileNotFoundError:
             pass
         except Exception as exc:
-            return item, [], f"{mission} {number}: cannot list the archive ({type(exc).__name__}: {exc})"
+            return (
+                item,
+                [],
+                f"{mission} {number}: cannot list the archive ({type(exc).__name__}: {exc})",
+            )
         return item, paths, None
 
     rows, messages = [], []
@@ -276,8 +327,14 @@ def discover_ids(
                 if facts is None or facts["mission"] != mission:
                     continue
                 uri = f"{scheme}{path}"
-                rows.append({**facts, "s3_uri": uri, "https_url": https_url(uri),
-                             "source": "archive-layout"})
+                rows.append(
+                    {
+                        **facts,
+                        "s3_uri": uri,
+                        "https_url": https_url(uri),
+                        "source": "archive-layout",
+                    }
+                )
                 found += 1
             if not found:
                 messages.append(f"{mission} {number}: no light-curve products in {archive}")

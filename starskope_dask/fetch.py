@@ -54,7 +54,9 @@ def filesystem(
     ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL`` (see :class:`StorageConfig`).
     """
     if protocol == "s3":
-        options = dict(StorageConfig().storage_options() if storage_options is None else storage_options)
+        options = dict(
+            StorageConfig().storage_options() if storage_options is None else storage_options
+        )
         return fsspec.filesystem("s3", **options)
     return fsspec.filesystem(protocol, **dict(storage_options or {}))
 
@@ -227,7 +229,10 @@ def fetch_heads(
         try:
             fs = filesystem(protocol, storage_options)
             heads = fs.cat_ranges(
-                paths, [0] * len(paths), [nbytes] * len(paths), on_error="return",
+                paths,
+                [0] * len(paths),
+                [nbytes] * len(paths),
+                on_error="return",
                 batch_size=concurrency,
             )
         except Exception as exc:

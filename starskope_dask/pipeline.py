@@ -53,8 +53,20 @@ logger = logging.getLogger(__name__)
 
 HEADER_BYTES = 64 * 2880
 PRODUCT_COLUMNS = (
-    "url", "mission", "kic", "epic", "tic", "ra", "dec", "segment", "cadence_days",
-    "bjd_start", "bjd_stop", "error_type", "message", "star",
+    "url",
+    "mission",
+    "kic",
+    "epic",
+    "tic",
+    "ra",
+    "dec",
+    "segment",
+    "cadence_days",
+    "bjd_start",
+    "bjd_stop",
+    "error_type",
+    "message",
+    "star",
 )
 
 
@@ -66,17 +78,24 @@ def header_partition(
 ) -> list[dict[str, Any]]:
     """Header facts (or the failure) of each product of a partition, fetched concurrently."""
     rows = []
-    for url, head in zip(urls, fetch_heads(urls, HEADER_BYTES, storage_options,
-                                           concurrency=concurrency), strict=True):
+    for url, head in zip(
+        urls, fetch_heads(urls, HEADER_BYTES, storage_options, concurrency=concurrency), strict=True
+    ):
         row: dict[str, Any] = {"url": url, "error_type": None, "message": None}
         try:
             if isinstance(head, ProductError):
                 raise head
             header = parse_product_header(url, head)
             row.update(
-                mission=header.mission, kic=header.ids.kic, epic=header.ids.epic,
-                tic=header.ids.tic, ra=header.ra, dec=header.dec, segment=header.segment,
-                cadence_days=header.cadence_days, bjd_start=header.bjd_start,
+                mission=header.mission,
+                kic=header.ids.kic,
+                epic=header.ids.epic,
+                tic=header.ids.tic,
+                ra=header.ra,
+                dec=header.dec,
+                segment=header.segment,
+                cadence_days=header.cadence_days,
+                bjd_start=header.bjd_start,
                 bjd_stop=header.bjd_stop,
             )
         except ProductError as exc:
@@ -119,8 +138,9 @@ def ingest_chunk(task: ChunkTask) -> dict[str, Any]:
     for batch_start in range(0, len(order), task.concurrency):
         batch = order[batch_start : batch_start + task.concurrency]
         urls = [task.urls[i] for i in batch]
-        for index, data in zip(batch, fetch_many(urls, task.source_options,
-                                                 concurrency=task.concurrency), strict=True):
+        for index, data in zip(
+            batch, fetch_many(urls, task.source_options, concurrency=task.concurrency), strict=True
+        ):
             url = task.urls[index]
             try:
                 if isinstance(data, ProductError):
@@ -150,8 +170,9 @@ def ingest_chunk(task: ChunkTask) -> dict[str, Any]:
             columns = gridded.index - time_slice.start
             flux[row, columns] = gridded.flux
             flux_err[row, columns] = gridded.flux_err
-        write_region(task.store, mission, star_slice, time_slice, flux, flux_err,
-                     task.store_options)
+        write_region(
+            task.store, mission, star_slice, time_slice, flux, flux_err, task.store_options
+        )
     record = {
         "chunk": task.chunk,
         "products": sorted(stored),
@@ -187,8 +208,9 @@ class IngestSummary:
 
 
 def store_options_for(storage: StorageConfig) -> dict[str, Any]:
-    """fsspec options for the cube's store: like the archive's, but signed (writes need
-    credentials from the standard AWS chain)."""
+    """Fsspec options for the cube's store: like the archive's, but signed (writes need
+    credentials from the standard AWS chain).
+    """
     options = storage.storage_options()
     options["anon"] = False
     return options
@@ -217,8 +239,15 @@ def _cube_attrs(config: IngestConfig) -> dict[str, Any]:
 
 def _check_compatible(config: IngestConfig, existing: Mapping[str, Any]) -> None:
     expected = _cube_attrs(config)
-    for key in ("grid_start_bjd", "grid_cadence_days", "grid_size", "star_chunk", "time_chunk",
-                "flux_kind", "quality_bitmask"):
+    for key in (
+        "grid_start_bjd",
+        "grid_cadence_days",
+        "grid_size",
+        "star_chunk",
+        "time_chunk",
+        "flux_kind",
+        "quality_bitmask",
+    ):
         if key in existing and existing[key] != expected[key]:
             raise StoreError(
                 f"store {config.store} was made with {key}={existing[key]!r}, this run asks for "
@@ -301,7 +330,7 @@ def run_with_client(
         good_products = products[good]
         chunk_of = good_products["star"].astype(int) // config.star_chunk
         for chunk, group in good_products.groupby(chunk_of, sort=True):
-            chunk = int(chunk)  # type: ignore[call-overload]
+            chunk = int(chunk)
             group_urls = tuple(group["url"])
             marker = markers.get(chunk)
             if marker is not None:
@@ -309,13 +338,22 @@ def run_with_client(
                 if done == set(group_urls):
                     skipped += 1
                     continue
-            tasks.append(ChunkTask(
-                store=store, chunk=chunk, star_start=chunk * config.star_chunk,
-                star_stop=min((chunk + 1) * config.star_chunk, len(stars)), urls=group_urls,
-                stars=tuple(int(s) for s in group["star"]), missions=tuple(group["mission"]),
-                layout=layout, read=config.read, source_options=source_options,
-                store_options=store_options, concurrency=config.fetch_concurrency,
-            ))
+            tasks.append(
+                ChunkTask(
+                    store=store,
+                    chunk=chunk,
+                    star_start=chunk * config.star_chunk,
+                    star_stop=min((chunk + 1) * config.star_chunk, len(stars)),
+                    urls=group_urls,
+                    stars=tuple(int(s) for s in group["star"]),
+                    missions=tuple(group["mission"]),
+                    layout=layout,
+                    read=config.read,
+                    source_options=source_options,
+                    store_options=store_options,
+                    concurrency=config.fetch_concurrency,
+                )
+            )
         records: list[dict[str, Any]] = []
         if tasks:
             futures = client.map(ingest_chunk, tasks, pure=False)
@@ -350,8 +388,11 @@ def run_with_client(
             seconds=round(time.perf_counter() - started, 3),
             failures=tuple(sorted(failures, key=lambda f: f["url"])),
         )
-        write_bytes(state_url(store, "summary.json"),
-                    json.dumps(summary.as_dict(), indent=1).encode(), store_options)
+        write_bytes(
+            state_url(store, "summary.json"),
+            json.dumps(summary.as_dict(), indent=1).encode(),
+            store_options,
+        )
         return summary
     finally:
         release_lock(lock)
@@ -398,4 +439,3 @@ def run(config: IngestConfig, *, progress: bool = True) -> IngestSummary:
         client.close()
         if cluster is not None:
             cluster.close()
-

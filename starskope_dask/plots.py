@@ -48,8 +48,14 @@ def plot_cube_stars(cube: Any, stars: Sequence[int], path: str | Path, title: st
         for m, mission in enumerate(cube["mission"].values):
             good = np.isfinite(block[m])
             if good.any():
-                ax.plot(time[good] - 2454833.0, block[m][good], ".", ms=1.2,
-                        color=MISSION_COLOURS.get(str(mission), "k"), label=str(mission))
+                ax.plot(
+                    time[good] - 2454833.0,
+                    block[m][good],
+                    ".",
+                    ms=1.2,
+                    color=MISSION_COLOURS.get(str(mission), "k"),
+                    label=str(mission),
+                )
         ax.set_ylabel("norm. flux")
         ax.set_title(label, fontsize=9, loc="left")
         ax.legend(loc="upper right", fontsize=7, markerscale=6)
@@ -69,5 +75,7 @@ def _star_label(cube: Any, star: int) -> str:
         value = int(cube[name].sel(star=star).values)
         if value >= 0:
             parts.append(f"{prefix} {value}")
-    parts.append(f"RA {float(cube['ra'].sel(star=star)):.4f} Dec {float(cube['dec'].sel(star=star)):+.4f}")
+    parts.append(
+        f"RA {float(cube['ra'].sel(star=star)):.4f} Dec {float(cube['dec'].sel(star=star)):+.4f}"
+    )
     return "  ".join(parts)

@@ -15,6 +15,7 @@ columns it saw.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import re
@@ -131,6 +132,11 @@ class Hdu:
     def name(self) -> str:
         """The EXTNAME, or ``HDU<n>``."""
         return str(self.header.get("EXTNAME", "") or f"HDU{self.index}")
+
+    @functools.cached_property
+    def columns(self) -> dict[str, _Column]:
+        """Binary-table columns by upper-case name (parsed once)."""
+        return table_columns(self)
 
 
 def _data_size(header: fits.Header) -> int:
@@ -278,7 +284,7 @@ def read_columns(
 
     Only the named columns are converted; the rest of the table is never touched.
     """
-    columns = table_columns(hdu)
+    columns = hdu.columns
     row_bytes = int(hdu.header.get("NAXIS1", 0))
     nrows = int(hdu.header.get("NAXIS2", 0))
     wanted = [columns[name.upper()] for name in names]
@@ -412,15 +418,15 @@ def plan_columns(url: str, hdus: list[Hdu], config: ReadConfig) -> _Plan:
     """
     tables = [h for h in hdus if h.is_table]
     if not tables:
-        names = ", ".join(f"{h.name} ({h.header.get('XTENSION', 'IMAGE')})" for h in hdus)
+        hdu_names = ", ".join(f"{h.name} ({h.header.get('XTENSION', 'IMAGE')})" for h in hdus)
         raise UnsupportedProductError(
-            url, f"no binary table in the file (HDUs: {names})", "it is not a light curve"
+            url, f"no binary table in the file (HDUs: {hdu_names})", "it is not a light curve"
         )
     seen: list[str] = []
     if config.column_map is not None:
         wanted = {k: v.upper() for k, v in config.column_map.items()}
         for hdu in tables:
-            columns = table_columns(hdu)
+            columns = hdu.columns
             if wanted["time"] in columns and wanted["flux"] in columns:
                 return _Plan(
                     hdu,
@@ -438,7 +444,7 @@ def plan_columns(url: str, hdus: list[Hdu], config: ReadConfig) -> _Plan:
     k2sc_ext = "PDC" if config.flux == "pdcsap" else "SAP"
     ordered = sorted(tables, key=lambda h: h.name.upper() != k2sc_ext)
     for hdu in ordered:
-        columns = table_columns(hdu)
+        columns = hdu.columns
         names = set(columns)
         seen.extend(c.name for c in columns.values())
 
@@ -461,14 +467,20 @@ def plan_columns(url: str, hdus: list[Hdu], config: ReadConfig) -> _Plan:
             )
         if "PDCSAP_FLUX" in names and "SAP_FLUX" in names:
             flux = "PDCSAP_FLUX" if config.flux == "pdcsap" else "SAP_FLUX"
-            return _Plan(hdu, col("TIME") or "", col(flux) or "", col(flux + "_ERR"), quality, "pipeline")
+            return _Plan(
+                hdu, col("TIME") or "", col(flux) or "", col(flux + "_ERR"), quality, "pipeline"
+            )
         if {"FLUX", "ERROR", "QUALITY"} <= names and hdu.name.upper() in ("PDC", "SAP"):
             return _Plan(hdu, col("TIME") or "", col("FLUX") or "", col("ERROR"), quality, "k2sc")
         if "CORR_FLUX" in names and "RAW_FLUX" in names:
             flux = "CORR_FLUX" if config.flux == "pdcsap" else "RAW_FLUX"
-            return _Plan(hdu, col("TIME") or "", col(flux) or "", col("FLUX_ERR"), quality, "eleanor")
+            return _Plan(
+                hdu, col("TIME") or "", col(flux) or "", col("FLUX_ERR"), quality, "eleanor"
+            )
         if "FLUX" in names:
-            return _Plan(hdu, col("TIME") or "", col("FLUX") or "", col("FLUX_ERR"), quality, "generic")
+            return _Plan(
+                hdu, col("TIME") or "", col("FLUX") or "", col("FLUX_ERR"), quality, "generic"
+            )
     raise UnsupportedProductError(
         url,
         f"no table with a TIME and a known flux column; columns seen: {sorted(set(seen))}",

@@ -35,7 +35,7 @@ class LocalS3:
     bucket: str
 
     def storage_options(self, anon: bool = True) -> dict[str, Any]:
-        """fsspec options for this server (anonymous reads; signed writes)."""
+        """Fsspec options for this server (anonymous reads; signed writes)."""
         options: dict[str, Any] = {"client_kwargs": {"endpoint_url": self.endpoint_url}}
         if anon:
             options["anon"] = True
@@ -65,7 +65,7 @@ def _public_bucket(endpoint_url: str, bucket: str) -> None:
     # moto honours bucket policies for anonymous requests.
     policy = (
         '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":"*",'
-        '"Action":"s3:*","Resource":["arn:aws:s3:::%s","arn:aws:s3:::%s/*"]}]}' % (bucket, bucket)
+        f'"Action":"s3:*","Resource":["arn:aws:s3:::{bucket}","arn:aws:s3:::{bucket}/*"]}}]}}'
     )
     client.put_bucket_policy(Bucket=bucket, Policy=policy)
 
@@ -97,8 +97,10 @@ def local_s3_server(bucket: str = "stpubdata", *, set_env: bool = True) -> Itera
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
-    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID",
-                                             "AWS_SECRET_ACCESS_KEY")}
+    saved = {
+        k: os.environ.get(k)
+        for k in ("AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+    }
     try:
         _public_bucket(endpoint, bucket)
         if set_env:

@@ -91,11 +91,26 @@ TESS_ECLIPTIC_SECTORS = (42, 43, 44, 45, 46, 70, 71, 72)
 TESS_S1_START = 2458325.2936
 TESS_SECTOR_DAYS = 27.4
 
-KEPLER_FLAGS = {"attitude": 1, "cosmic": 128, "desat": 32, "argabrightening": 64,
-                "no_fine_point": 32768, "thruster": 1048576, "maybe_thruster": 524288,
-                "manual": 256, "outlier": 2048}
-TESS_FLAGS = {"attitude": 1, "cosmic": 64, "desat": 32, "argabrightening": 16, "manual": 128,
-              "outlier": 512, "straylight": 2048}
+KEPLER_FLAGS = {
+    "attitude": 1,
+    "cosmic": 128,
+    "desat": 32,
+    "argabrightening": 64,
+    "no_fine_point": 32768,
+    "thruster": 1048576,
+    "maybe_thruster": 524288,
+    "manual": 256,
+    "outlier": 2048,
+}
+TESS_FLAGS = {
+    "attitude": 1,
+    "cosmic": 64,
+    "desat": 32,
+    "argabrightening": 16,
+    "manual": 128,
+    "outlier": 512,
+    "straylight": 2048,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,7 +198,9 @@ def _star_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, index, 0x5354])
 
 
-def _point_near(rng: np.random.Generator, ra0: float, dec0: float, radius: float) -> tuple[float, float]:
+def _point_near(
+    rng: np.random.Generator, ra0: float, dec0: float, radius: float
+) -> tuple[float, float]:
     r = radius * math.sqrt(rng.uniform())
     theta = rng.uniform(0, 2 * math.pi)
     dec = float(np.clip(dec0 + r * math.sin(theta), -89.9, 89.9))
@@ -247,7 +264,10 @@ def make_star(config: SimulationConfig, index: int) -> SimStar:
     else:
         rp = 0.0
     duration = (
-        period / math.pi * math.asin(min(math.sqrt((1 + rp) ** 2 - impact**2) / a_over_rs, 1.0)) * 24
+        period
+        / math.pi
+        * math.asin(min(math.sqrt((1 + rp) ** 2 - impact**2) / a_over_rs, 1.0))
+        * 24
         if rp > 0
         else 0.0
     )
@@ -304,18 +324,28 @@ def star_segments(star: SimStar, config: SimulationConfig) -> list[Segment]:
         segments.append(Segment("K2", c, start, stop, LONG_CADENCE, ""))
     for s in star.tess_sectors:
         start = TESS_S1_START + (s - 1) * TESS_SECTOR_DAYS
-        stamp = (datetime(1858, 11, 17, tzinfo=UTC) + timedelta(days=start - 2400000.5 + 0.9))
+        moment = datetime(1858, 11, 17, tzinfo=UTC) + timedelta(days=start - 2400000.5 + 0.9)
         segments.append(
-            Segment("TESS", s, start, start + TESS_SECTOR_DAYS - 0.5, config.tess_cadence_days,
-                    stamp.strftime("%Y%j%H%M%S"))
+            Segment(
+                "TESS",
+                s,
+                start,
+                start + TESS_SECTOR_DAYS - 0.5,
+                config.tess_cadence_days,
+                moment.strftime("%Y%j%H%M%S"),
+            )
         )
     if config.segment_days is not None:
-        segments = [dataclasses.replace(s, stop=min(s.stop, s.start + config.segment_days))
-                    for s in segments]
+        segments = [
+            dataclasses.replace(s, stop=min(s.stop, s.start + config.segment_days))
+            for s in segments
+        ]
     return segments
 
 
-def _red_noise(rng: np.random.Generator, n: int, cadence: float, sigma: float, tau: float) -> npt.NDArray[np.float64]:
+def _red_noise(
+    rng: np.random.Generator, n: int, cadence: float, sigma: float, tau: float
+) -> npt.NDArray[np.float64]:
     """AR(1) noise with correlation time ``tau`` days and standard deviation ``sigma``."""
     phi = math.exp(-cadence / tau)
     scale = sigma * math.sqrt(1 - phi * phi)
@@ -325,7 +355,9 @@ def _red_noise(rng: np.random.Generator, n: int, cadence: float, sigma: float, t
     return out
 
 
-def transit_model(star: SimStar, time: npt.NDArray[np.float64], cadence: float, mission: str) -> npt.NDArray[np.float64]:
+def transit_model(
+    star: SimStar, time: npt.NDArray[np.float64], cadence: float, mission: str
+) -> npt.NDArray[np.float64]:
     """Relative flux of the star's planet or eclipsing binary (1 out of transit).
 
     Uses ``batman`` with quadratic limb darkening, integrated over the exposure for long
@@ -356,7 +388,11 @@ def transit_model(star: SimStar, time: npt.NDArray[np.float64], cadence: float, 
         params.fp = 0.3 * star.rp_over_rs**2
         params.t_secondary = star.epoch + star.period / 2
         secondary = batman.TransitModel(
-            params, time[finite], transittype="secondary", supersample_factor=supersample, exp_time=cadence
+            params,
+            time[finite],
+            transittype="secondary",
+            supersample_factor=supersample,
+            exp_time=cadence,
         )
         flux = flux + (secondary.light_curve(params) - (1 + params.fp))
         phase = 2 * np.pi * (time[finite] - star.epoch) / star.period
@@ -369,19 +405,23 @@ def simulate_segment(star: SimStar, segment: Segment, seed: int) -> dict[str, np
     """The columns of one product (pure: the same star, segment and seed give the same arrays)."""
     mission_code = {"Kepler": 1, "K2": 2, "TESS": 3}[segment.mission]
     rng = np.random.default_rng([seed, star.index, segment.number, mission_code])
-    n = int(round((segment.stop - segment.start) / segment.cadence))
-    time = segment.start + segment.cadence * (np.arange(n) + 0.5)
+    n = round((segment.stop - segment.start) / segment.cadence)
+    time = np.asarray(segment.start + segment.cadence * (np.arange(n) + 0.5), dtype=np.float64)
     tess = segment.mission == "TESS"
     flags = TESS_FLAGS if tess else KEPLER_FLAGS
     # Flux scale and photon noise from the magnitude.
-    zero_point = 15000.0 * 10 ** (-0.4 * (star.mag - 10.0)) if tess else 1.74e5 * 10 ** (-0.4 * (star.mag - 12.0))
+    zero_point = (
+        15000.0 * 10 ** (-0.4 * (star.mag - 10.0))
+        if tess
+        else 1.74e5 * 10 ** (-0.4 * (star.mag - 12.0))
+    )
     exposure_s = segment.cadence * 86400 * 0.8
     sigma_rel = math.sqrt(zero_point * exposure_s + 400.0 * exposure_s) / (zero_point * exposure_s)
     sigma_rel = max(sigma_rel, 2e-5)
     relative = transit_model(star, time, segment.cadence, segment.mission)
-    relative *= 1 + star.spot_amplitude * np.sin(2 * np.pi * time / star.rotation_period + star.index) * (
-        1 + 0.3 * np.sin(2 * np.pi * time / (3.1 * star.rotation_period))
-    )
+    relative *= 1 + star.spot_amplitude * np.sin(
+        2 * np.pi * time / star.rotation_period + star.index
+    ) * (1 + 0.3 * np.sin(2 * np.pi * time / (3.1 * star.rotation_period)))
     relative *= 1 + star.pulsation_amplitude * np.sin(2 * np.pi * time / star.pulsation_period)
     relative += _red_noise(rng, n, segment.cadence, 0.3 * sigma_rel + 5e-5, 0.8)
     pdcsap = zero_point * (relative + sigma_rel * rng.standard_normal(n))
@@ -397,7 +437,11 @@ def simulate_segment(star: SimStar, segment: Segment, seed: int) -> dict[str, np
         quality[firing] |= flags["thruster"]
         quality[np.clip(firing + 1, 0, n - 1)] |= flags["maybe_thruster"]
     if tess:
-        orbit = np.where(elapsed < (segment.stop - segment.start) / 2, elapsed, elapsed - (segment.stop - segment.start) / 2)
+        orbit = np.where(
+            elapsed < (segment.stop - segment.start) / 2,
+            elapsed,
+            elapsed - (segment.stop - segment.start) / 2,
+        )
         systematic *= 1 + 0.01 * np.exp(-orbit / 0.7)
         dumps = np.flatnonzero(np.diff(np.floor(elapsed / 3.125)) > 0) + 1
         quality[dumps] |= flags["desat"]
@@ -461,15 +505,25 @@ def simulate_segment(star: SimStar, segment: Segment, seed: int) -> dict[str, np
 # ------------------------------------------------------------------------- FITS files
 
 _COLUMN_FORMS = [
-    ("TIME", "D", None, "D14.7"), ("TIMECORR", "E", "d", "E13.6"), ("CADENCENO", "J", None, "I10"),
-    ("SAP_FLUX", "E", "e-/s", "E14.7"), ("SAP_FLUX_ERR", "E", "e-/s", "E14.7"),
-    ("SAP_BKG", "E", "e-/s", "E14.7"), ("SAP_BKG_ERR", "E", "e-/s", "E14.7"),
-    ("PDCSAP_FLUX", "E", "e-/s", "E14.7"), ("PDCSAP_FLUX_ERR", "E", "e-/s", "E14.7"),
-    ("QUALITY", "J", None, "B16.16"), ("PSF_CENTR1", "D", "pixel", "F10.5"),
-    ("PSF_CENTR1_ERR", "E", "pixel", "E14.7"), ("PSF_CENTR2", "D", "pixel", "F10.5"),
-    ("PSF_CENTR2_ERR", "E", "pixel", "E14.7"), ("MOM_CENTR1", "D", "pixel", "F10.5"),
-    ("MOM_CENTR1_ERR", "E", "pixel", "E14.7"), ("MOM_CENTR2", "D", "pixel", "F10.5"),
-    ("MOM_CENTR2_ERR", "E", "pixel", "E14.7"), ("POS_CORR1", "E", "pixels", "E14.7"),
+    ("TIME", "D", None, "D14.7"),
+    ("TIMECORR", "E", "d", "E13.6"),
+    ("CADENCENO", "J", None, "I10"),
+    ("SAP_FLUX", "E", "e-/s", "E14.7"),
+    ("SAP_FLUX_ERR", "E", "e-/s", "E14.7"),
+    ("SAP_BKG", "E", "e-/s", "E14.7"),
+    ("SAP_BKG_ERR", "E", "e-/s", "E14.7"),
+    ("PDCSAP_FLUX", "E", "e-/s", "E14.7"),
+    ("PDCSAP_FLUX_ERR", "E", "e-/s", "E14.7"),
+    ("QUALITY", "J", None, "B16.16"),
+    ("PSF_CENTR1", "D", "pixel", "F10.5"),
+    ("PSF_CENTR1_ERR", "E", "pixel", "E14.7"),
+    ("PSF_CENTR2", "D", "pixel", "F10.5"),
+    ("PSF_CENTR2_ERR", "E", "pixel", "E14.7"),
+    ("MOM_CENTR1", "D", "pixel", "F10.5"),
+    ("MOM_CENTR1_ERR", "E", "pixel", "E14.7"),
+    ("MOM_CENTR2", "D", "pixel", "F10.5"),
+    ("MOM_CENTR2_ERR", "E", "pixel", "E14.7"),
+    ("POS_CORR1", "E", "pixels", "E14.7"),
     ("POS_CORR2", "E", "pixels", "E14.7"),
 ]
 
@@ -491,34 +545,57 @@ def product_fits(star: SimStar, segment: Segment, columns: Mapping[str, npt.NDAr
         ("ORIGIN", "NASA/Ames", "institution responsible for creating this file"),
         ("DATE", _bjd_to_iso(segment.stop + 40)[:10], "file creation date."),
         ("SIMDATA", True, "file is based on simulated data"),
-        ("CREATOR", "0 LightCurveExporterPipelineModule" if tess else "0 FluxExporter2PipelineModule",
-         "pipeline job and program used"),
+        (
+            "CREATOR",
+            "0 LightCurveExporterPipelineModule" if tess else "0 FluxExporter2PipelineModule",
+            "pipeline job and program used",
+        ),
         ("PROCVER", "spoc-5.0.0-sim" if tess else "svn+ssh://sim/release/9.3 r0", "SW version"),
         ("FILEVER", "1.0" if tess else "6.1", "file format version"),
         ("TIMVERSN", "OGIP/93-003", "OGIP memo number for file format"),
         ("TELESCOP", "TESS" if tess else "Kepler", "telescope"),
         ("INSTRUME", "TESS Photometer" if tess else "Kepler Photometer", "detector type"),
-        ("OBJECT", f"TIC {star.tic}" if tess else
-         (f"KIC {star.kic}" if segment.mission == "Kepler" else f"EPIC {star.epic}"),
-         "string version of target id"),
+        (
+            "OBJECT",
+            f"TIC {star.tic}"
+            if tess
+            else (f"KIC {star.kic}" if segment.mission == "Kepler" else f"EPIC {star.epic}"),
+            "string version of target id",
+        ),
     ]
     if tess:
-        cards += [("TICID", star.tic, "unique tess target identifier"),
-                  ("SECTOR", segment.number, "Observing sector"),
-                  ("CAMERA", 1 + star.index % 4, "Camera number"), ("CCD", 1 + star.index % 4, "CCD chip number")]
+        cards += [
+            ("TICID", star.tic, "unique tess target identifier"),
+            ("SECTOR", segment.number, "Observing sector"),
+            ("CAMERA", 1 + star.index % 4, "Camera number"),
+            ("CCD", 1 + star.index % 4, "CCD chip number"),
+        ]
     else:
-        cards += [("KEPLERID", star.kic if segment.mission == "Kepler" else star.epic,
-                   "unique Kepler target identifier"),
-                  ("CHANNEL", 1 + star.index % 84, "CCD channel")]
-        cards += ([("QUARTER", segment.number, "Observing quarter")] if segment.mission == "Kepler"
-                  else [("CAMPAIGN", segment.number, "Observing campaign")])
+        cards += [
+            (
+                "KEPLERID",
+                star.kic if segment.mission == "Kepler" else star.epic,
+                "unique Kepler target identifier",
+            ),
+            ("CHANNEL", 1 + star.index % 84, "CCD channel"),
+        ]
+        cards += (
+            [("QUARTER", segment.number, "Observing quarter")]
+            if segment.mission == "Kepler"
+            else [("CAMPAIGN", segment.number, "Observing campaign")]
+        )
     cards += [
-        ("DATA_REL", 25 if segment.mission == "Kepler" else (6 if segment.mission == "K2" else 1),
-         "data release version number"),
+        (
+            "DATA_REL",
+            25 if segment.mission == "Kepler" else (6 if segment.mission == "K2" else 1),
+            "data release version number",
+        ),
     ]
     if not tess:
-        cards += [("OBSMODE", "long cadence", "observing mode"),
-                  ("MISSION", segment.mission, "Mission name")]
+        cards += [
+            ("OBSMODE", "long cadence", "observing mode"),
+            ("MISSION", segment.mission, "Mission name"),
+        ]
     cards += [
         ("RADESYS", "ICRS", "reference frame of celestial coordinates"),
         ("RA_OBJ", star.ra, "[deg] right ascension"),
@@ -540,8 +617,15 @@ def product_fits(star: SimStar, segment: Segment, columns: Mapping[str, npt.NDAr
     for name, form, unit, disp in _COLUMN_FORMS:
         if name == "TIME":
             unit = f"BJD - {int(bjdref)}" + (", days" if tess else "")
-        cols.append(fits.Column(name=quality_name if name == "QUALITY" else name, format=form,
-                                unit=unit, disp=disp, array=columns[name]))
+        cols.append(
+            fits.Column(
+                name=quality_name if name == "QUALITY" else name,
+                format=form,
+                unit=unit,
+                disp=disp,
+                array=columns[name],
+            )
+        )
     table = fits.BinTableHDU.from_columns(cols, name="LIGHTCURVE")
     header = table.header
     start_rel, stop_rel = segment.start - bjdref, segment.stop - bjdref
@@ -553,13 +637,16 @@ def product_fits(star: SimStar, segment: Segment, columns: Mapping[str, npt.NDAr
         ("TIMEREF", "SOLARSYSTEM", "barycentric correction applied to times"),
         ("TASSIGN", "SPACECRAFT", "where time is assigned"),
         ("TIMESYS", "TDB", "time system is barycentric JD"),
-        ("BJDREFI", int(bjdref), "integer part of BTJD reference date" if tess else
-         "integer part of BJD reference date"),
+        (
+            "BJDREFI",
+            int(bjdref),
+            "integer part of BTJD reference date" if tess else "integer part of BJD reference date",
+        ),
         ("BJDREFF", 0.0, "fraction of the day in BJD reference date"),
         ("TIMEUNIT", "d", "time unit for TIME, TSTART and TSTOP"),
         ("TELAPSE", round(stop_rel - start_rel, 8), "[d] TSTOP - TSTART"),
-        ("TSTART", start_rel, "observation start time in BJD-%d" % bjdref),
-        ("TSTOP", stop_rel, "observation stop time in BJD-%d" % bjdref),
+        ("TSTART", start_rel, f"observation start time in BJD-{int(bjdref)}"),
+        ("TSTOP", stop_rel, f"observation stop time in BJD-{int(bjdref)}"),
         ("DATE-OBS", _bjd_to_iso(segment.start), "TSTART as UTC calendar date"),
         ("DATE-END", _bjd_to_iso(segment.stop), "TSTOP as UTC calendar date"),
         ("TIMEPIXR", 0.5, "bin time beginning=0 middle=0.5 end=1"),
@@ -585,7 +672,9 @@ def product_key(star: SimStar, segment: Segment) -> str:
     """The product's key under the public archive layout (bucket-relative)."""
     if segment.mission == "Kepler":
         kic9 = f"{star.kic:09d}"
-        return f"kepler/public/lightcurves/{kic9[:4]}/{kic9}/kplr{kic9}-{segment.timestamp}_llc.fits"
+        return (
+            f"kepler/public/lightcurves/{kic9[:4]}/{kic9}/kplr{kic9}-{segment.timestamp}_llc.fits"
+        )
     if segment.mission == "K2":
         epic = int(star.epic or 0)
         return (
@@ -603,7 +692,9 @@ def product_key(star: SimStar, segment: Segment) -> str:
 # --------------------------------------------------------------------------- writing
 
 
-def _write_star(args: tuple[SimulationConfig, int, str, Mapping[str, Any] | None]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _write_star(
+    args: tuple[SimulationConfig, int, str, Mapping[str, Any] | None],
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     config, index, out_url, storage_options = args
     star = make_star(config, index)
     products = []
@@ -622,12 +713,21 @@ def _write_star(args: tuple[SimulationConfig, int, str, Mapping[str, Any] | None
         else:
             fs.pipe_file(f"{root}/{key}", data)
         products.append(
-            {"star": index, "mission": segment.mission, "segment": segment.number, "key": key,
-             "size": len(data), "kic": star.kic, "epic": star.epic, "tic": star.tic,
-             "ra": star.ra, "dec": star.dec}
+            {
+                "star": index,
+                "mission": segment.mission,
+                "segment": segment.number,
+                "key": key,
+                "size": len(data),
+                "kic": star.kic,
+                "epic": star.epic,
+                "tic": star.tic,
+                "ra": star.ra,
+                "dec": star.dec,
+            }
         )
     truth = dataclasses.asdict(star)
-    truth["missions"] = ",".join(sorted({p["mission"] for p in products}))
+    truth["missions"] = ",".join(sorted({str(p["mission"]) for p in products}))
     truth["n_products"] = len(products)
     truth["expected_snr"] = expected_snr(star, config)
     for key in ("kepler_quarters", "k2_campaigns", "tess_sectors"):
@@ -642,9 +742,16 @@ def expected_snr(star: SimStar, config: SimulationConfig) -> float:
     total = 0.0
     for segment in star_segments(star, config):
         tess = segment.mission == "TESS"
-        zero_point = 15000.0 * 10 ** (-0.4 * (star.mag - 10.0)) if tess else 1.74e5 * 10 ** (-0.4 * (star.mag - 12.0))
+        zero_point = (
+            15000.0 * 10 ** (-0.4 * (star.mag - 10.0))
+            if tess
+            else 1.74e5 * 10 ** (-0.4 * (star.mag - 12.0))
+        )
         exposure_s = segment.cadence * 86400 * 0.8
-        sigma = max(math.sqrt(zero_point * exposure_s + 400.0 * exposure_s) / (zero_point * exposure_s), 2e-5)
+        sigma = max(
+            math.sqrt(zero_point * exposure_s + 400.0 * exposure_s) / (zero_point * exposure_s),
+            2e-5,
+        )
         n_transits = (segment.stop - segment.start) / star.period
         points = n_transits * (star.duration_hours / 24) / segment.cadence
         total += (star.depth_ppm * 1e-6 / sigma) ** 2 * points
@@ -663,8 +770,12 @@ class SimulationResult:
     products_url: str
 
 
-def _iter_results(config: SimulationConfig, out_url: str, storage_options: Mapping[str, Any] | None,
-                  processes: int) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
+def _iter_results(
+    config: SimulationConfig,
+    out_url: str,
+    storage_options: Mapping[str, Any] | None,
+    processes: int,
+) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
     jobs = ((config, i, out_url, storage_options) for i in range(config.n_stars))
     if processes <= 1:
         yield from map(_write_star, jobs)
@@ -725,5 +836,12 @@ def simulate_archive(
         else:
             filesystem(protocol, storage_options).pipe_file(url, buffer.getvalue())
     n_bytes = int(product_table["size"].sum()) if len(product_table) else 0
-    logger.info("simulated %d stars, %d products, %.1f MB", config.n_stars, len(product_table), n_bytes / 1e6)
-    return SimulationResult(out_url, config.n_stars, len(product_table), n_bytes, truth_url, products_url)
+    logger.info(
+        "simulated %d stars, %d products, %.1f MB",
+        config.n_stars,
+        len(product_table),
+        n_bytes / 1e6,
+    )
+    return SimulationResult(
+        out_url, config.n_stars, len(product_table), n_bytes, truth_url, products_url
+    )

@@ -50,7 +50,8 @@ LOCK_STALE_SECONDS = 120.0
 
 def _silence_zarr_warnings() -> contextlib.AbstractContextManager[Any]:
     """Filter the warnings Zarr 3 gives for consolidated metadata (known; we consolidate on
-    purpose so that opening a store on S3 is one request)."""
+    purpose so that opening a store on S3 is one request).
+    """
     context = warnings.catch_warnings()
     context.__enter__()
     warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
@@ -112,7 +113,9 @@ def read_bytes(url: str, storage_options: Mapping[str, Any] | None = None) -> by
         raise StoreError(f"cannot read {url}: {exc}; is the store reachable?") from exc
 
 
-def write_table(url: str, table: pd.DataFrame, storage_options: Mapping[str, Any] | None = None) -> None:
+def write_table(
+    url: str, table: pd.DataFrame, storage_options: Mapping[str, Any] | None = None
+) -> None:
     """Write a DataFrame as Parquet."""
     buffer = io.BytesIO()
     table.to_parquet(buffer, index=False)
@@ -173,7 +176,11 @@ def acquire_lock(store: str, storage_options: Mapping[str, Any] | None = None) -
                 "that run is dead"
             )
         logger.warning("taking over the stale lock of %s (%s)", store, record.get("owner"))
-    payload = {"owner": owner, "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "heartbeat": time.time()}
+    payload = {
+        "owner": owner,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "heartbeat": time.time(),
+    }
     if url_protocol(url) == "file" and existing is None:
         path = str(local_path(url))
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -316,10 +323,19 @@ def create_schema(
     target = store if url_protocol(store) != "file" else str(local_path(store))
     try:
         with quiet_zarr():
-            dataset.to_zarr(target, mode="w", compute=False, zarr_format=3, consolidated=False,
-                            encoding=encoding, **kwargs)
+            dataset.to_zarr(
+                target,
+                mode="w",
+                compute=False,
+                zarr_format=3,
+                consolidated=False,
+                encoding=encoding,
+                **kwargs,
+            )
     except OSError as exc:
-        raise StoreError(f"cannot create the store {store}: {exc}; check the URL and access") from exc
+        raise StoreError(
+            f"cannot create the store {store}: {exc}; check the URL and access"
+        ) from exc
 
 
 def grow_stars(
@@ -389,7 +405,9 @@ def open_cube(store: str, storage_options: Mapping[str, Any] | None = None) -> A
         with quiet_zarr():
             return xr.open_zarr(target, zarr_format=3, **kwargs)
     except (FileNotFoundError, KeyError, ValueError) as exc:
-        raise StoreError(f"no starskope cube at {store}: {exc}; run `starskope ingest` first") from exc
+        raise StoreError(
+            f"no starskope cube at {store}: {exc}; run `starskope ingest` first"
+        ) from exc
 
 
 # ---------------------------------------------------------------------- resume state
@@ -401,13 +419,20 @@ def done_marker_url(store: str, chunk: int) -> str:
 
 
 def write_done_marker(
-    store: str, chunk: int, record: Mapping[str, Any], storage_options: Mapping[str, Any] | None = None
+    store: str,
+    chunk: int,
+    record: Mapping[str, Any],
+    storage_options: Mapping[str, Any] | None = None,
 ) -> None:
     """Record that a star chunk's data is written (called after the data, never before)."""
-    write_bytes(done_marker_url(store, chunk), json.dumps(record, sort_keys=True).encode(), storage_options)
+    write_bytes(
+        done_marker_url(store, chunk), json.dumps(record, sort_keys=True).encode(), storage_options
+    )
 
 
-def read_done_markers(store: str, storage_options: Mapping[str, Any] | None = None) -> dict[int, dict[str, Any]]:
+def read_done_markers(
+    store: str, storage_options: Mapping[str, Any] | None = None
+) -> dict[int, dict[str, Any]]:
     """All done-markers of a store, by chunk number."""
     fs, root = _fs(_join(store, STATE_DIR, "done"), storage_options)
     try:
@@ -476,6 +501,9 @@ def store_status(store: str, storage_options: Mapping[str, Any] | None = None) -
         n_failed=len(failures),
         n_chunks_done=len(markers),
         n_chunks=-(-n_stars // star_chunk),
-        grid={k: attrs.get(k) for k in ("grid_start_bjd", "grid_cadence_days", "grid_size", "normalisation")},
+        grid={
+            k: attrs.get(k)
+            for k in ("grid_start_bjd", "grid_cadence_days", "grid_size", "normalisation")
+        },
         failures=sorted(failures, key=lambda f: f["url"]),
     )

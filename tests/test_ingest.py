@@ -42,8 +42,16 @@ def client() -> Iterator[object]:
     from distributed import Client, LocalCluster
 
     # The S3 endpoint reaches the worker processes through the environment.
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=":0") as cluster, Client(cluster) as c:
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=":0",
+        ) as cluster,
+        Client(cluster) as c,
+    ):
         yield c
 
 
@@ -55,8 +63,10 @@ def real_manifest(real_data: Path, s3: object, tmp_path_factory: pytest.TempPath
     for name in REAL_SUBSET:
         fs.put_file(str(real_data / name), f"stpubdata/ingest/{name}")
     # a corrupt product under a real-looking TESS key
-    fs.put_file(str(real_data / CORRUPT),
-                "stpubdata/ingest/tess/tess2018206045859-s0001-0000000261136679-0120-s_lc.fits")
+    fs.put_file(
+        str(real_data / CORRUPT),
+        "stpubdata/ingest/tess/tess2018206045859-s0001-0000000261136679-0120-s_lc.fits",
+    )
     manifest = list_archive("s3://stpubdata/ingest/")
     assert len(manifest) == len(REAL_SUBSET) + 1
     path = str(tmp_path_factory.mktemp("manifest") / "real.parquet")
@@ -64,7 +74,9 @@ def real_manifest(real_data: Path, s3: object, tmp_path_factory: pytest.TempPath
     return path
 
 
-def test_real_files_end_to_end(real_manifest: str, real_data: Path, client: object, tmp_path: Path) -> None:
+def test_real_files_end_to_end(
+    real_manifest: str, real_data: Path, client: object, tmp_path: Path
+) -> None:
     store = str(tmp_path / "cube.zarr")
     config = load_ingest_config(real_manifest, store, star_chunk=2)
     summary = run_with_client(config, client, progress=False)
@@ -92,7 +104,9 @@ def test_real_files_end_to_end(real_manifest: str, real_data: Path, client: obje
     stored = cube["flux"].sel(mission="TESS", star=hat).values
     np.testing.assert_allclose(stored[expected.index], expected.flux, rtol=1e-6)
     assert np.isfinite(stored).sum() >= expected.index.size
-    kepler = read_light_curve(str(real_data / "kepler/kplr002556081-2009259160929_llc.fits")).good_only()
+    kepler = read_light_curve(
+        str(real_data / "kepler/kplr002556081-2009259160929_llc.fits")
+    ).good_only()
     star = int(np.flatnonzero(cube["kic"].values == 2556081)[0])
     steps = grid_index(kepler.time, grid)
     values = cube["flux"].sel(mission="Kepler", star=star).values[steps]
@@ -118,7 +132,9 @@ def test_store_is_small_and_sparse(real_manifest: str, client: object, tmp_path:
     assert total < 0.2 * manifest["size"].sum()
 
 
-def test_new_products_update_only_affected_chunks(sim_archive: Path, client: object, tmp_path: Path) -> None:
+def test_new_products_update_only_affected_chunks(
+    sim_archive: Path, client: object, tmp_path: Path
+) -> None:
     full = list_archive(str(sim_archive))
     tess = full["mission"] == "TESS"
     first = full[~tess | (full.index % 2 == 0)]
@@ -145,10 +161,21 @@ def test_kill_minus_9_and_rerun(sim_archive: Path, tmp_path: Path) -> None:
     write_manifest(list_archive(str(sim_archive)), manifest)
     store = tmp_path / "killed.zarr"
     env = {**os.environ, "DASK_STARSKOPE__INGEST__STAR_CHUNK": "2"}
-    command = [sys.executable, "-m", "starskope_dask.cli", "ingest", manifest, "--store", str(store),
-               "--workers", "1", "-q"]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               start_new_session=True)
+    command = [
+        sys.executable,
+        "-m",
+        "starskope_dask.cli",
+        "ingest",
+        manifest,
+        "--store",
+        str(store),
+        "--workers",
+        "1",
+        "-q",
+    ]
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
     done = store / "_starskope" / "done"
     deadline = time.time() + 120
     while time.time() < deadline and not (done.exists() and len(list(done.glob("*.json"))) >= 2):
@@ -157,13 +184,20 @@ def test_kill_minus_9_and_rerun(sim_archive: Path, tmp_path: Path) -> None:
     process.wait()
     finished_before = {p.name for p in done.glob("*.json")}
     assert finished_before, "the run was killed before any chunk finished"
-    rerun = subprocess.run(command + ["--json"], env=env, capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run(
+        [*command, "--json"], env=env, capture_output=True, text=True, timeout=300
+    )
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     summary = json.loads(rerun.stdout.strip().splitlines()[-1])
     assert summary["n_chunks_skipped"] >= len(finished_before)  # finished chunks not re-read
     reference = tmp_path / "reference.zarr"
-    clean = subprocess.run(command[:5] + ["--store", str(reference), "--workers", "1", "-q"], env=env,
-                           capture_output=True, text=True, timeout=300)
+    clean = subprocess.run(
+        [*command[:5], "--store", str(reference), "--workers", "1", "-q"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert clean.returncode == 0, clean.stdout
     a, b = open_cube(str(store)), open_cube(str(reference))
     np.testing.assert_array_equal(a["flux"].values, b["flux"].values)
@@ -182,5 +216,7 @@ def test_two_ingests_on_one_store(tmp_path: Path) -> None:
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     lock_path = tmp_path / "cube.zarr" / "_starskope" / "lock.json"
-    lock_path.write_text(json.dumps({"owner": f"{os.uname().nodename}:{dead.pid}:0", "heartbeat": 0}))
+    lock_path.write_text(
+        json.dumps({"owner": f"{os.uname().nodename}:{dead.pid}:0", "heartbeat": 0})
+    )
     release_lock(acquire_lock(store))

@@ -92,7 +92,11 @@ def test_hat_p_7_same_star_across_missions(real_data: Path) -> None:
             SkyCoord(tess.ra * u.deg, tess.dec * u.deg)
         )
         assert separation < 1 * u.arcsec
-    assert kepler.time_range[1] < 2455000 < read_light_curve(str(real_data / HAT_P_7_TESS[0])).time_range[0]
+    assert (
+        kepler.time_range[1]
+        < 2455000
+        < read_light_curve(str(real_data / HAT_P_7_TESS[0])).time_range[0]
+    )
 
 
 @pytest.mark.parametrize("preset", ["none", "default", "hard", "hardest"])
@@ -124,11 +128,19 @@ def test_sap_flux_selectable(real_data: Path) -> None:
 
 
 def test_hlsp_k2sc_and_eleanor(real_data: Path) -> None:
-    k2sc = read_light_curve(str(real_data / "hlsp/hlsp_k2sc_k2_llc_211117077-c04_kepler_v2_lc.fits"))
-    assert (k2sc.mission, k2sc.ids.epic, k2sc.provenance.product_type) == ("K2", 211117077, "hlsp-k2sc")
+    k2sc = read_light_curve(
+        str(real_data / "hlsp/hlsp_k2sc_k2_llc_211117077-c04_kepler_v2_lc.fits")
+    )
+    assert (k2sc.mission, k2sc.ids.epic, k2sc.provenance.product_type) == (
+        "K2",
+        211117077,
+        "hlsp-k2sc",
+    )
     with fits.open(real_data / "hlsp/hlsp_k2sc_k2_llc_211117077-c04_kepler_v2_lc.fits") as hdul:
         np.testing.assert_array_equal(k2sc.flux, hdul["PDC"].data["flux"])
-    eleanor = read_light_curve(str(real_data / "edge/test-lc-tess-pimen_s1_eleanor_lite-100-cadences.fits"))
+    eleanor = read_light_curve(
+        str(real_data / "edge/test-lc-tess-pimen_s1_eleanor_lite-100-cadences.fits")
+    )
     assert eleanor.mission == "TESS" and eleanor.provenance.product_type == "hlsp-eleanor"
     assert 2458325 < eleanor.time_range[0] < 2458326
 
@@ -186,15 +198,21 @@ def test_truncated_file_says_so(real_data: Path) -> None:
 
 
 def test_missing_and_foreign_files(tmp_path: Path) -> None:
-    with pytest.raises(ProductNotFoundError, match="no-such.fits"):
+    with pytest.raises(ProductNotFoundError, match=r"no-such\.fits"):
         read_light_curve(str(tmp_path / "no-such.fits"))
     foreign = tmp_path / "notes.fits"
     foreign.write_text("hello, not a FITS file\n" * 200)
     with pytest.raises(CorruptProductError, match="not a FITS file"):
         read_light_curve(str(foreign))
     table = tmp_path / "table.fits"
-    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(
-        [fits.Column(name="WAVELENGTH", format="E", array=np.arange(3.0))])]).writeto(table)
+    fits.HDUList(
+        [
+            fits.PrimaryHDU(),
+            fits.BinTableHDU.from_columns(
+                [fits.Column(name="WAVELENGTH", format="E", array=np.arange(3.0))]
+            ),
+        ]
+    ).writeto(table)
     with pytest.raises(UnsupportedProductError, match="WAVELENGTH"):
         read_light_curve(str(table))
 
@@ -240,7 +258,7 @@ def test_s3_anonymous_reads_match_local(real_data: Path, s3: object) -> None:
         np.testing.assert_array_equal(remote.time, local.time)
         np.testing.assert_array_equal(remote.flux, local.flux)
         assert remote.provenance.url == f"s3://stpubdata/real/{name}"
-    with pytest.raises(ProductNotFoundError, match="s3://stpubdata/real/missing.fits"):
+    with pytest.raises(ProductNotFoundError, match=r"s3://stpubdata/real/missing\.fits"):
         read_light_curve("s3://stpubdata/real/missing.fits")
 
 

@@ -36,9 +36,15 @@ def test_files_read_by_lightkurve_astropy_and_our_reader(sim_archive: Path) -> N
         assert ours.mission == row.mission
         star = truth.loc[row.star]
         expected_id = {"Kepler": star.kic, "K2": star.epic, "TESS": star.tic}[row.mission]
-        assert {"Kepler": ours.ids.kic, "K2": ours.ids.epic, "TESS": ours.ids.tic}[row.mission] == expected_id
+        assert {"Kepler": ours.ids.kic, "K2": ours.ids.epic, "TESS": ours.ids.tic}[
+            row.mission
+        ] == expected_id
         assert abs(ours.ra - star.ra) < 1e-6 and abs(ours.dec - star.dec) < 1e-6
-        assert theirs.meta["MISSION" if row.mission != "TESS" else "TELESCOP"] in ("Kepler", "K2", "TESS")
+        assert theirs.meta["MISSION" if row.mission != "TESS" else "TELESCOP"] in (
+            "Kepler",
+            "K2",
+            "TESS",
+        )
         offset = 2457000 if row.mission == "TESS" else 2454833
         keep = ((ours.quality & ours.provenance.quality_bitmask) == 0) & np.isfinite(ours.time)
         np.testing.assert_allclose(ours.time[keep], theirs.time.value + offset, atol=1e-7, rtol=0)
@@ -51,8 +57,14 @@ def test_files_read_by_lightkurve_astropy_and_our_reader(sim_archive: Path) -> N
 
 
 def test_bls_recovers_a_simulated_planet(tmp_path: Path) -> None:
-    config = SimulationConfig(n_stars=40, seed=5, missions=("kepler",), planet_fraction=1.0,
-                              eb_fraction=0.0, max_segments=3)
+    config = SimulationConfig(
+        n_stars=40,
+        seed=5,
+        missions=("kepler",),
+        planet_fraction=1.0,
+        eb_fraction=0.0,
+        max_segments=3,
+    )
     simulate_archive(str(tmp_path), config, processes=2)
     truth = pd.read_parquet(tmp_path / "truth/stars.parquet")
     star = truth.sort_values("expected_snr").iloc[-4]  # strong, not the strongest
@@ -75,8 +87,10 @@ def test_same_seed_gives_byte_identical_output(tmp_path: Path) -> None:
     config = SimulationConfig(n_stars=6, seed=42, segment_days=5)
 
     def digest(root: Path) -> dict[str, str]:
-        return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-                for p in sorted(root.rglob("*.fits"))}
+        return {
+            str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*.fits"))
+        }
 
     simulate_archive(str(tmp_path / "a"), config, processes=1)
     simulate_archive(str(tmp_path / "b"), config, processes=2)
@@ -93,8 +107,10 @@ def test_multi_mission_stars_share_coordinates(sim_archive: Path) -> None:
     products = _products(sim_archive)
     for star in multi["index"]:
         rows = products[products["star"] == star]
-        positions = {(read_light_curve(str(sim_archive / k)).ra, read_light_curve(str(sim_archive / k)).dec)
-                     for k in rows["key"]}
+        positions = {
+            (read_light_curve(str(sim_archive / k)).ra, read_light_curve(str(sim_archive / k)).dec)
+            for k in rows["key"]
+        }
         assert len(positions) == 1
 
 
