@@ -237,6 +237,15 @@ class CubeLayout:
         return slice(start, stop)
 
 
+def _zarr_target(
+    store: str, storage_options: Mapping[str, Any] | None
+) -> tuple[str, dict[str, Any]]:
+    """The path and keyword arguments zarr/xarray need for a store URL (local or remote)."""
+    if url_protocol(store) == "file":
+        return str(local_path(store)), {}
+    return store, {"storage_options": dict(storage_options or {})}
+
+
 def _zarr_open_group(store: str, storage_options: Mapping[str, Any] | None, mode: str) -> Any:
     import zarr
 
@@ -317,10 +326,7 @@ def create_schema(
         "add_offset": layout.grid.start_bjd + 0.5 * layout.grid.cadence_days,
         "_FillValue": None,
     }
-    kwargs: dict[str, Any] = {}
-    if url_protocol(store) != "file":
-        kwargs["storage_options"] = dict(storage_options or {})
-    target = store if url_protocol(store) != "file" else str(local_path(store))
+    target, kwargs = _zarr_target(store, storage_options)
     try:
         with quiet_zarr():
             dataset.to_zarr(
@@ -379,10 +385,7 @@ def consolidate(store: str, storage_options: Mapping[str, Any] | None = None) ->
     """Consolidate the store's metadata so that opening it is one read."""
     import zarr
 
-    target = store if url_protocol(store) != "file" else str(local_path(store))
-    kwargs: dict[str, Any] = {}
-    if url_protocol(store) != "file":
-        kwargs["storage_options"] = dict(storage_options or {})
+    target, kwargs = _zarr_target(store, storage_options)
     with quiet_zarr():
         zarr.consolidate_metadata(target, zarr_format=3, **kwargs)
 
@@ -397,10 +400,7 @@ def open_cube(store: str, storage_options: Mapping[str, Any] | None = None) -> A
     """
     import xarray as xr
 
-    kwargs: dict[str, Any] = {}
-    if url_protocol(store) != "file":
-        kwargs["storage_options"] = dict(storage_options or {})
-    target = store if url_protocol(store) != "file" else str(local_path(store))
+    target, kwargs = _zarr_target(store, storage_options)
     try:
         with quiet_zarr():
             return xr.open_zarr(target, zarr_format=3, **kwargs)
