@@ -170,10 +170,7 @@ def cross_match(
     row_of_root: dict[int, int] = {}
     for row in range(n_old):
         row_of_root.setdefault(int(roots[row]), row)
-    new_roots = sorted(
-        {int(r) for r in roots[n_old:] if int(r) not in row_of_root},
-        key=lambda r: _sort_key(products, roots[n_old:], r),
-    )
+    new_roots = _new_roots_in_sky_order(products, roots[n_old:], set(row_of_root))
     for offset, root in enumerate(new_roots):
         row_of_root[root] = n_old + offset
     star_rows = np.array([row_of_root[int(r)] for r in roots[n_old:]], dtype=np.int64)
@@ -181,14 +178,24 @@ def cross_match(
     return pd.Series(star_rows, index=products.index, name="star"), stars
 
 
-def _sort_key(
-    products: pd.DataFrame, roots: npt.NDArray[np.int64], root: int
-) -> tuple[float, float]:
-    members = products.iloc[np.flatnonzero(roots == root)]
-    return (
-        float(np.nanmin(members["ra"].to_numpy(float), initial=np.inf)),
-        float(np.nanmin(members["dec"].to_numpy(float), initial=np.inf)),
+def _new_roots_in_sky_order(
+    products: pd.DataFrame, roots: npt.NDArray[np.int64], old_roots: set[int]
+) -> list[int]:
+    """Roots of new stars, ordered by their products' smallest RA, then Dec (one groupby)."""
+    keys = (
+        pd.DataFrame(
+            {
+                "root": roots,
+                "ra": products["ra"].to_numpy(float),
+                "dec": products["dec"].to_numpy(float),
+            }
+        )
+        .groupby("root")
+        .min()
+        .fillna(np.inf)
     )
+    keys = keys[~keys.index.isin(list(old_roots))]
+    return [int(r) for r in keys.sort_values(["ra", "dec"], kind="stable").index]
 
 
 def _star_table(

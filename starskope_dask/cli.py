@@ -93,18 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     inspect.set_defaults(func=cmd_inspect)
 
-    for register in _EXTRA_COMMANDS:
-        register(sub)
-    return parser
-
-
-def _register_pipeline_commands(sub: Any) -> None:
     from starskope_dask import commands
 
     commands.register(sub)
-
-
-_EXTRA_COMMANDS = [_register_pipeline_commands]
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

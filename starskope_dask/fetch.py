@@ -146,6 +146,55 @@ def fetch_bytes(
         raise _translate(url, exc) from exc
 
 
+def _fetch_batch(
+    urls: Sequence[str],
+    storage_options: Mapping[str, Any] | None,
+    concurrency: int,
+    nbytes: int | None,
+) -> list[bytes | ProductError]:
+    """Fetch whole objects (``nbytes=None``) or their first ``nbytes``, many at a time.
+
+    Remote URLs of one protocol go through one asynchronous fsspec call (``cat`` or
+    ``cat_ranges``) with ``batch_size=concurrency``; failures come back as errors, in order.
+    """
+    results: list[bytes | ProductError] = [b""] * len(urls)
+    by_protocol: dict[str, list[int]] = {}
+    for index, url in enumerate(urls):
+        by_protocol.setdefault(url_protocol(url), []).append(index)
+    for protocol, indices in by_protocol.items():
+        if protocol == "file":
+            for index in indices:
+                try:
+                    results[index] = fetch_bytes(urls[index], end=nbytes)
+                except ProductError as exc:
+                    results[index] = exc
+            continue
+        paths = [_split(urls[index])[1] for index in indices]
+        values: list[Any]
+        try:
+            fs = filesystem(protocol, storage_options)
+            if nbytes is None:
+                fetched = fs.cat(paths, on_error="return", batch_size=concurrency)
+                values = [fetched.get(path, FileNotFoundError(path)) for path in paths]
+            else:
+                values = fs.cat_ranges(
+                    paths,
+                    [0] * len(paths),
+                    [nbytes] * len(paths),
+                    on_error="return",
+                    batch_size=concurrency,
+                )
+        except Exception as exc:  # the filesystem itself failed: every URL fails the same way
+            values = [exc] * len(paths)
+        for index, value in zip(indices, values, strict=True):
+            if isinstance(value, bytes):
+                results[index] = value
+            else:
+                error = value if isinstance(value, BaseException) else FileNotFoundError(value)
+                results[index] = _translate(urls[index], error)
+    return results
+
+
 def fetch_many(
     urls: Sequence[str],
     storage_options: Mapping[str, Any] | None = None,
@@ -153,9 +202,6 @@ def fetch_many(
     concurrency: int = 32,
 ) -> list[bytes | ProductError]:
     """Fetch many whole objects concurrently; failures come back as errors, in order.
-
-    Remote objects of one protocol go through one asynchronous ``fs.cat`` call with
-    ``batch_size=concurrency``, so a worker waits on many requests at once instead of one.
 
     Parameters
     ----------
@@ -171,34 +217,7 @@ def fetch_many(
     list
         For each URL its bytes, or the :class:`ProductError` that fetching it raised.
     """
-    results: list[bytes | ProductError] = [b""] * len(urls)
-    by_protocol: dict[str, list[int]] = {}
-    for index, url in enumerate(urls):
-        by_protocol.setdefault(url_protocol(url), []).append(index)
-    for protocol, indices in by_protocol.items():
-        if protocol == "file":
-            for index in indices:
-                try:
-                    results[index] = fetch_bytes(urls[index])
-                except ProductError as exc:
-                    results[index] = exc
-            continue
-        paths = [_split(urls[index])[1] for index in indices]
-        try:
-            fs = filesystem(protocol, storage_options)
-            fetched = fs.cat(paths, on_error="return", batch_size=concurrency)
-        except Exception as exc:  # the filesystem itself failed: every URL fails the same way
-            for index in indices:
-                results[index] = _translate(urls[index], exc)
-            continue
-        for index, path in zip(indices, paths, strict=True):
-            value = fetched.get(path)
-            if isinstance(value, bytes):
-                results[index] = value
-            else:
-                error = value if isinstance(value, BaseException) else FileNotFoundError(path)
-                results[index] = _translate(urls[index], error)
-    return results
+    return _fetch_batch(urls, storage_options, concurrency, None)
 
 
 def fetch_heads(
@@ -213,34 +232,7 @@ def fetch_heads(
     Compressed objects (gzip, ``.Z``) cannot be read in part: those are fetched whole and
     decompressed. Failures come back as errors, in order.
     """
-    results: list[bytes | ProductError] = [b""] * len(urls)
-    remote = [i for i, url in enumerate(urls) if url_protocol(url) != "file"]
-    for index, url in enumerate(urls):
-        if url_protocol(url) == "file":
-            try:
-                results[index] = fetch_bytes(url, start=0, end=nbytes)
-            except ProductError as exc:
-                results[index] = exc
-    by_protocol: dict[str, list[int]] = {}
-    for index in remote:
-        by_protocol.setdefault(url_protocol(urls[index]), []).append(index)
-    for protocol, indices in by_protocol.items():
-        paths = [_split(urls[i])[1] for i in indices]
-        try:
-            fs = filesystem(protocol, storage_options)
-            heads = fs.cat_ranges(
-                paths,
-                [0] * len(paths),
-                [nbytes] * len(paths),
-                on_error="return",
-                batch_size=concurrency,
-            )
-        except Exception as exc:
-            for index in indices:
-                results[index] = _translate(urls[index], exc)
-            continue
-        for index, head in zip(indices, heads, strict=True):
-            results[index] = head if isinstance(head, bytes) else _translate(urls[index], head)
+    results = _fetch_batch(urls, storage_options, concurrency, nbytes)
     for index, value in enumerate(results):
         if isinstance(value, bytes) and value[:2] in (GZIP_MAGIC, COMPRESS_MAGIC):
             try:

@@ -19,7 +19,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,15 +30,19 @@ from starskope_dask.align import cross_match, grid_cells
 from starskope_dask.config import IngestConfig, ReadConfig, StorageConfig
 from starskope_dask.discover import product_urls, read_manifest
 from starskope_dask.errors import ProductError, StoreError
-from starskope_dask.fetch import decompress, fetch_heads, fetch_many
-from starskope_dask.read import parse_light_curve, parse_product_header
+from starskope_dask.fetch import decompress, fetch_many
+from starskope_dask.read import parse_light_curve, read_product_headers
 from starskope_dask.records import MISSIONS, Failure
 from starskope_dask.store import (
+    SCHEMA_VERSION,
     CubeLayout,
     acquire_lock,
+    collect_failures,
     consolidate,
+    count_stored,
     create_schema,
     grow_stars,
+    read_cube_attrs,
     read_done_markers,
     read_table,
     release_lock,
@@ -51,7 +55,6 @@ from starskope_dask.store import (
 
 logger = logging.getLogger(__name__)
 
-HEADER_BYTES = 64 * 2880
 PRODUCT_COLUMNS = (
     "url",
     "mission",
@@ -78,14 +81,13 @@ def header_partition(
 ) -> list[dict[str, Any]]:
     """Header facts (or the failure) of each product of a partition, fetched concurrently."""
     rows = []
-    for url, head in zip(
-        urls, fetch_heads(urls, HEADER_BYTES, storage_options, concurrency=concurrency), strict=True
+    for url, header in zip(
+        urls, read_product_headers(urls, storage_options, concurrency=concurrency), strict=True
     ):
         row: dict[str, Any] = {"url": url, "error_type": None, "message": None}
-        try:
-            if isinstance(head, ProductError):
-                raise head
-            header = parse_product_header(url, head)
+        if isinstance(header, ProductError):
+            row.update(error_type=type(header).__name__, message=str(header))
+        else:
             row.update(
                 mission=header.mission,
                 kic=header.ids.kic,
@@ -98,8 +100,6 @@ def header_partition(
                 bjd_start=header.bjd_start,
                 bjd_stop=header.bjd_stop,
             )
-        except ProductError as exc:
-            row.update(error_type=type(exc).__name__, message=str(exc))
         rows.append(row)
     return rows
 
@@ -114,7 +114,6 @@ class ChunkTask:
     star_stop: int
     urls: tuple[str, ...]
     stars: tuple[int, ...]
-    missions: tuple[str, ...]
     layout: CubeLayout
     read: ReadConfig
     source_options: Mapping[str, Any] | None
@@ -221,7 +220,7 @@ def _cube_attrs(config: IngestConfig) -> dict[str, Any]:
     return {
         "title": "starskope_dask light-curve cube",
         "starskope_version": __version__,
-        "schema_version": 1,
+        "schema_version": SCHEMA_VERSION,
         "time_scale": "BJD_TDB days",
         "grid_start_bjd": grid.start_bjd,
         "grid_cadence_days": grid.cadence_days,
@@ -284,7 +283,6 @@ def run_with_client(
     StoreError, StoreLockedError, ConfigError
     """
     import dask.bag as db
-    from distributed import as_completed
 
     started = time.perf_counter()
     source_options = config.storage.storage_options()
@@ -296,9 +294,7 @@ def run_with_client(
         logger.info("dashboard: %s", getattr(client, "dashboard_link", "n/a"))
     lock = acquire_lock(store, store_options)
     try:
-        attrs_blob = read_bytes_or_none(f"{store}/zarr.json", store_options)
-        if attrs_blob is not None:
-            _check_compatible(config, json.loads(attrs_blob).get("attributes", {}))
+        _check_compatible(config, read_cube_attrs(store, store_options))
         products = read_table(state_url(store, "products.parquet"), store_options)
         known = set() if products is None else set(products["url"])
         new_urls = [u for u in urls if u not in known]
@@ -320,7 +316,7 @@ def run_with_client(
         layout = CubeLayout(config.grid, config.star_chunk, config.time_chunk)
         if old_stars is None:
             create_schema(store, layout, stars, _cube_attrs(config), store_options)
-        elif len(stars) != len(old_stars) or not stars.equals(old_stars):
+        elif not stars.equals(old_stars):
             grow_stars(store, stars, store_options)
         write_table(state_url(store, "stars.parquet"), stars, store_options)
         write_table(state_url(store, "products.parquet"), products, store_options)
@@ -346,7 +342,6 @@ def run_with_client(
                     star_stop=min((chunk + 1) * config.star_chunk, len(stars)),
                     urls=group_urls,
                     stars=tuple(int(s) for s in group["star"]),
-                    missions=tuple(group["mission"]),
                     layout=layout,
                     read=config.read,
                     source_options=source_options,
@@ -355,26 +350,15 @@ def run_with_client(
                 )
             )
         records: list[dict[str, Any]] = []
-        if tasks:
-            futures = client.map(ingest_chunk, tasks, pure=False)
-            iterator: Any = as_completed(futures)
-            if progress:
-                from tqdm import tqdm
-
-                iterator = tqdm(iterator, total=len(futures), desc="ingest", unit="chunk")
-            for future in iterator:
-                record = future.result()
-                records.append(record)
-                if on_chunk is not None:
-                    on_chunk(record)
+        futures = client.map(ingest_chunk, tasks, pure=False) if tasks else []
+        for future in _completed(futures, "ingest", "chunk", progress):
+            record = future.result()
+            records.append(record)
+            markers[record["chunk"]] = record
+            if on_chunk is not None:
+                on_chunk(record)
         consolidate(store, store_options)
-        markers = read_done_markers(store, store_options)
-        failures = [
-            {"url": r.url, "error_type": r.error_type, "message": r.message, "stage": "header"}
-            for r in products[~good].itertuples()
-        ]
-        for marker in markers.values():
-            failures.extend(marker["failures"])
+        failures = collect_failures(products, markers)
         summary = IngestSummary(
             store=store,
             n_products=len(products),
@@ -382,11 +366,11 @@ def run_with_client(
             n_headers_read=len(new_urls),
             n_chunks_written=len(records),
             n_chunks_skipped=skipped,
-            n_stored=sum(len(m["products"]) for m in markers.values()),
+            n_stored=count_stored(markers),
             n_failed=len(failures),
             bytes_read=sum(r["bytes_read"] for r in records),
             seconds=round(time.perf_counter() - started, 3),
-            failures=tuple(sorted(failures, key=lambda f: f["url"])),
+            failures=tuple(failures),
         )
         write_bytes(
             state_url(store, "summary.json"),
@@ -398,13 +382,6 @@ def run_with_client(
         release_lock(lock)
 
 
-def read_bytes_or_none(url: str, options: Mapping[str, Any]) -> bytes | None:
-    """Read a small file of the store, ``None`` when absent."""
-    from starskope_dask.store import read_bytes
-
-    return read_bytes(url, options)
-
-
 def _n_workers(client: Any) -> int:
     try:
         return max(1, len(client.scheduler_info().get("workers", {})))
@@ -412,17 +389,24 @@ def _n_workers(client: Any) -> int:
         return 1
 
 
-def _gather(client: Any, bag: Any, label: str, progress: bool) -> list[dict[str, Any]]:
+def _completed(futures: Sequence[Any], label: str, unit: str, progress: bool) -> Iterator[Any]:
+    """Futures as they finish, behind a progress bar when ``progress``."""
+    if not futures:
+        return iter(())
     from distributed import as_completed
 
-    futures = client.compute(bag.to_delayed())
-    iterator: Any = as_completed(futures)
+    iterator: Iterator[Any] = as_completed(futures)
     if progress:
         from tqdm import tqdm
 
-        iterator = tqdm(iterator, total=len(futures), desc=label, unit="partition")
+        iterator = tqdm(iterator, total=len(futures), desc=label, unit=unit)
+    return iterator
+
+
+def _gather(client: Any, bag: Any, label: str, progress: bool) -> list[dict[str, Any]]:
+    futures = client.compute(bag.to_delayed())
     rows: list[dict[str, Any]] = []
-    for future in iterator:
+    for future in _completed(futures, label, "partition", progress):
         rows.extend(future.result())
     return sorted(rows, key=lambda r: str(r["url"]))
 

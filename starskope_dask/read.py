@@ -19,7 +19,7 @@ import functools
 import logging
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -29,7 +29,7 @@ from astropy.io import fits
 
 from starskope_dask.config import ReadConfig
 from starskope_dask.errors import CorruptProductError, ProductError, UnsupportedProductError
-from starskope_dask.fetch import decompress, fetch_bytes
+from starskope_dask.fetch import decompress, fetch_bytes, fetch_heads
 from starskope_dask.records import LightCurve, ProductHeader, Provenance, StarIds
 
 logger = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ _TFORM_DTYPE = {
     "C": ">c8",
     "M": ">c16",
 }
-_HEADER_PROBE_BYTES = 64 * BLOCK  # 184 kB: enough for the primary and light-curve headers
+HEADER_PROBE_BYTES = 64 * BLOCK  # 184 kB: enough for the primary and light-curve headers
 
 
 # --------------------------------------------------------------------------- time (pure)
@@ -704,11 +704,37 @@ def parse_product_header(url: str, data: bytes) -> ProductHeader:
         raise CorruptProductError(url, f"cannot decode the headers: {exc}") from exc
 
 
+def read_product_headers(
+    urls: Sequence[str],
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    concurrency: int = 32,
+) -> list[ProductHeader | ProductError]:
+    """Identity and time span of many products from their first bytes (ranged requests).
+
+    Returns, in order, each product's :class:`ProductHeader` or the error it raised.
+    """
+    out: list[ProductHeader | ProductError] = []
+    for url, head in zip(
+        urls,
+        fetch_heads(urls, HEADER_PROBE_BYTES, storage_options, concurrency=concurrency),
+        strict=True,
+    ):
+        if isinstance(head, ProductError):
+            out.append(head)
+            continue
+        try:
+            out.append(parse_product_header(url, head))
+        except ProductError as exc:
+            out.append(exc)
+    return out
+
+
 def read_product_header(
     url: str, storage_options: Mapping[str, Any] | None = None
 ) -> ProductHeader:
     """Read only a product's first bytes (a ranged request) and parse its headers."""
-    data = fetch_bytes(url, storage_options, start=0, end=_HEADER_PROBE_BYTES)
-    if data[:2] in (b"\x1f\x8b", b"\x1f\x9d"):
-        data = decompress(url, fetch_bytes(url, storage_options))
-    return parse_product_header(url, data)
+    result = read_product_headers([url], storage_options)[0]
+    if isinstance(result, ProductError):
+        raise result
+    return result

@@ -401,6 +401,17 @@ def transit_model(
     return out
 
 
+def noise_level(star: SimStar, segment: Segment) -> tuple[float, float]:
+    """Flux scale (e-/s) and per-cadence relative photon + background noise of a product."""
+    if segment.mission == "TESS":
+        zero_point = 15000.0 * 10 ** (-0.4 * (star.mag - 10.0))
+    else:
+        zero_point = 1.74e5 * 10 ** (-0.4 * (star.mag - 12.0))
+    exposure_s = segment.cadence * 86400 * 0.8
+    sigma = math.sqrt(zero_point * exposure_s + 400.0 * exposure_s) / (zero_point * exposure_s)
+    return zero_point, max(sigma, 2e-5)
+
+
 def simulate_segment(star: SimStar, segment: Segment, seed: int) -> dict[str, npt.NDArray[Any]]:
     """The columns of one product (pure: the same star, segment and seed give the same arrays)."""
     mission_code = {"Kepler": 1, "K2": 2, "TESS": 3}[segment.mission]
@@ -410,14 +421,7 @@ def simulate_segment(star: SimStar, segment: Segment, seed: int) -> dict[str, np
     tess = segment.mission == "TESS"
     flags = TESS_FLAGS if tess else KEPLER_FLAGS
     # Flux scale and photon noise from the magnitude.
-    zero_point = (
-        15000.0 * 10 ** (-0.4 * (star.mag - 10.0))
-        if tess
-        else 1.74e5 * 10 ** (-0.4 * (star.mag - 12.0))
-    )
-    exposure_s = segment.cadence * 86400 * 0.8
-    sigma_rel = math.sqrt(zero_point * exposure_s + 400.0 * exposure_s) / (zero_point * exposure_s)
-    sigma_rel = max(sigma_rel, 2e-5)
+    zero_point, sigma_rel = noise_level(star, segment)
     relative = transit_model(star, time, segment.cadence, segment.mission)
     relative *= 1 + star.spot_amplitude * np.sin(
         2 * np.pi * time / star.rotation_period + star.index
@@ -741,17 +745,7 @@ def expected_snr(star: SimStar, config: SimulationConfig) -> float:
         return 0.0
     total = 0.0
     for segment in star_segments(star, config):
-        tess = segment.mission == "TESS"
-        zero_point = (
-            15000.0 * 10 ** (-0.4 * (star.mag - 10.0))
-            if tess
-            else 1.74e5 * 10 ** (-0.4 * (star.mag - 12.0))
-        )
-        exposure_s = segment.cadence * 86400 * 0.8
-        sigma = max(
-            math.sqrt(zero_point * exposure_s + 400.0 * exposure_s) / (zero_point * exposure_s),
-            2e-5,
-        )
+        _, sigma = noise_level(star, segment)
         n_transits = (segment.stop - segment.start) / star.period
         points = n_transits * (star.duration_hours / 24) / segment.cadence
         total += (star.depth_ppm * 1e-6 / sigma) ** 2 * points

@@ -29,7 +29,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -48,27 +48,18 @@ SCHEMA_VERSION = 1
 LOCK_STALE_SECONDS = 120.0
 
 
-def _silence_zarr_warnings() -> contextlib.AbstractContextManager[Any]:
-    """Filter the warnings Zarr 3 gives for consolidated metadata (known; we consolidate on
-    purpose so that opening a store on S3 is one request).
-    """
-    context = warnings.catch_warnings()
-    context.__enter__()
-    warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
-    warnings.filterwarnings("ignore", category=RuntimeWarning, message=".*consolidated.*")
-    warnings.filterwarnings("ignore", message=".*is not recognized as a component of a Zarr.*")
-    warnings.filterwarnings("ignore", message=".*floating point data as an integer dtype.*")
-    return context
-
-
 @contextlib.contextmanager
 def quiet_zarr() -> Iterator[None]:
-    """Context in which Zarr's consolidated-metadata warnings are filtered."""
-    context = _silence_zarr_warnings()
-    try:
+    """Filter the warnings we know and accept: Zarr 3 on consolidated metadata (we consolidate
+    on purpose so that opening a store on S3 is one request), on our ``_starskope`` state
+    folder inside the store, and xarray on the int32-encoded time coordinate.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+        warnings.filterwarnings("ignore", category=RuntimeWarning, message=".*consolidated.*")
+        warnings.filterwarnings("ignore", message=".*is not recognized as a component of a Zarr.*")
+        warnings.filterwarnings("ignore", message=".*floating point data as an integer dtype.*")
         yield
-    finally:
-        context.__exit__(None, None, None)
 
 
 # ------------------------------------------------------------------- small file I/O
@@ -246,17 +237,14 @@ def _zarr_target(
     return store, {"storage_options": dict(storage_options or {})}
 
 
-def _zarr_open_group(store: str, storage_options: Mapping[str, Any] | None, mode: str) -> Any:
+def _zarr_open_group(
+    store: str, storage_options: Mapping[str, Any] | None, mode: Literal["r", "r+"]
+) -> Any:
     import zarr
 
-    kwargs: dict[str, Any] = {"mode": mode}
-    if url_protocol(store) != "file":
-        kwargs["storage_options"] = dict(storage_options or {})
-        path: str = store
-    else:
-        path = str(local_path(store))
+    target, kwargs = _zarr_target(store, storage_options)
     with quiet_zarr():
-        return zarr.open_group(path, **kwargs)
+        return zarr.open_group(target, mode=mode, **kwargs)
 
 
 def _star_coords(stars: pd.DataFrame) -> dict[str, Any]:
@@ -439,9 +427,7 @@ def read_done_markers(
         paths = sorted(fs.glob(f"{root}/chunk-*.json"))
     except FileNotFoundError:
         return {}
-    if not paths:
-        return {}
-    contents = fs.cat(paths) if len(paths) > 1 else {paths[0]: fs.cat_file(paths[0])}
+    contents = fs.cat(paths) if paths else {}  # a list always gives a dict
     markers: dict[int, dict[str, Any]] = {}
     for path, data in contents.items():
         name = os.path.basename(path)
@@ -473,6 +459,31 @@ class StoreStatus:
         return dataclasses.asdict(self)
 
 
+def read_cube_attrs(store: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The cube's attributes (grid, chunking, read settings); empty when there is no cube."""
+    blob = read_bytes(_join(store, "zarr.json"), storage_options)
+    attrs: dict[str, Any] = json.loads(blob).get("attributes", {}) if blob else {}
+    return attrs
+
+
+def collect_failures(
+    products: pd.DataFrame, markers: Mapping[int, Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """Every failure of a store: header-pass failures and those in the chunks' done-markers."""
+    failures = [
+        {"url": r.url, "error_type": r.error_type, "message": r.message, "stage": "header"}
+        for r in products[products["error_type"].notna()].itertuples()
+    ]
+    for marker in markers.values():
+        failures.extend(marker.get("failures", []))
+    return sorted(failures, key=lambda f: str(f["url"]))
+
+
+def count_stored(markers: Mapping[int, Mapping[str, Any]]) -> int:
+    """Products stored, according to the done-markers."""
+    return sum(len(marker.get("products", [])) for marker in markers.values())
+
+
 def store_status(store: str, storage_options: Mapping[str, Any] | None = None) -> StoreStatus:
     """Summarise a store: stars, products stored and failed, grid and failures."""
     products = read_table(state_url(store, "products.parquet"), storage_options)
@@ -480,24 +491,15 @@ def store_status(store: str, storage_options: Mapping[str, Any] | None = None) -
         raise StoreError(f"{store} holds no starskope ingest state; run `starskope ingest` first")
     markers = read_done_markers(store, storage_options)
     stars = read_table(state_url(store, "stars.parquet"), storage_options)
-    failures = [
-        {"url": r.url, "error_type": r.error_type, "message": r.message, "stage": "header"}
-        for r in products[products["error_type"].notna()].itertuples()
-    ]
-    stored = 0
-    for marker in markers.values():
-        stored += len(marker.get("products", []))
-        failures.extend(marker.get("failures", []))
-    attrs = json.loads(read_bytes(_join(store, "zarr.json"), storage_options) or b"{}").get(
-        "attributes", {}
-    )
+    failures = collect_failures(products, markers)
+    attrs = read_cube_attrs(store, storage_options)
     star_chunk = int(attrs.get("star_chunk", 64))
     n_stars = 0 if stars is None else len(stars)
     return StoreStatus(
         store=store,
         n_stars=n_stars,
         n_products=len(products),
-        n_stored=stored,
+        n_stored=count_stored(markers),
         n_failed=len(failures),
         n_chunks_done=len(markers),
         n_chunks=-(-n_stars // star_chunk),
@@ -505,5 +507,5 @@ def store_status(store: str, storage_options: Mapping[str, Any] | None = None) -
             k: attrs.get(k)
             for k in ("grid_start_bjd", "grid_cadence_days", "grid_size", "normalisation")
         },
-        failures=sorted(failures, key=lambda f: f["url"]),
+        failures=failures,
     )
