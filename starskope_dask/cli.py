@@ -105,6 +105,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # The scheduler of a LocalCluster runs in this process; its INFO chatter is for -vv.
+    # distributed sets its loggers from dask.config when it is first imported (lazily, later).
+    import dask.config
+
+    dask.config.set({"logging.distributed": "info" if args.verbose >= 2 else "warning"})
     try:
         code: int = args.func(args)
     except ConfigError as exc:

@@ -282,6 +282,19 @@ def run_with_client(
     ------
     StoreError, StoreLockedError, ConfigError
     """
+    return _ingest(config, lambda: client, progress=progress, on_chunk=on_chunk)
+
+
+def _ingest(
+    config: IngestConfig,
+    get_client: Callable[[], Any],
+    *,
+    progress: bool,
+    on_chunk: Callable[[dict[str, Any]], None] | None,
+) -> IngestSummary:
+    """Ingest; the client is asked for only once the manifest is read and the store locked,
+    so a bad manifest, an unreachable store or a busy one fail before any cluster starts.
+    """
     import dask.bag as db
 
     started = time.perf_counter()
@@ -290,10 +303,11 @@ def run_with_client(
     store = config.store.rstrip("/")
     manifest = read_manifest(config.manifest, source_options)
     urls = list(dict.fromkeys(u for u in product_urls(manifest) if u))
-    if progress:
-        logger.info("dashboard: %s", getattr(client, "dashboard_link", "n/a"))
     lock = acquire_lock(store, store_options)
     try:
+        client = get_client()
+        if progress:
+            logger.info("dashboard: %s", getattr(client, "dashboard_link", "n/a"))
         _check_compatible(config, read_cube_attrs(store, store_options))
         products = read_table(state_url(store, "products.parquet"), store_options)
         known = set() if products is None else set(products["url"])
@@ -415,11 +429,17 @@ def run(config: IngestConfig, *, progress: bool = True) -> IngestSummary:
     """Ingest with a client of its own (a LocalCluster, or the configured scheduler)."""
     from starskope_dask.cluster import make_client
 
-    client = make_client(config)
+    clients: list[Any] = []
+
+    def start_client() -> Any:
+        clients.append(make_client(config))
+        return clients[0]
+
     try:
-        return run_with_client(config, client, progress=progress)
+        return _ingest(config, start_client, progress=progress, on_chunk=None)
     finally:
-        cluster = getattr(client, "cluster", None)
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        for client in clients:
+            cluster = getattr(client, "cluster", None)
+            client.close()
+            if cluster is not None:
+                cluster.close()

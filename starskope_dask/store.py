@@ -65,6 +65,22 @@ def quiet_zarr() -> Iterator[None]:
 # ------------------------------------------------------------------- small file I/O
 
 
+@contextlib.contextmanager
+def store_io(url: str, action: str) -> Iterator[None]:
+    """Turn any transport error (OSError, botocore, aiohttp, ...) into a :class:`StoreError`
+    naming the URL; missing files and our own errors pass through.
+    """
+    try:
+        yield
+    except (FileNotFoundError, StoreError):
+        raise
+    except Exception as exc:
+        raise StoreError(
+            f"cannot {action} {url}: {type(exc).__name__}: {exc}; check the store URL, the "
+            "endpoint (AWS_ENDPOINT_URL_S3) and the credentials (AWS_ACCESS_KEY_ID/...)"
+        ) from exc
+
+
 def _join(store: str, *parts: str) -> str:
     return "/".join([store.rstrip("/"), *parts])
 
@@ -78,8 +94,8 @@ def _fs(url: str, storage_options: Mapping[str, Any] | None) -> tuple[Any, str]:
 
 def write_bytes(url: str, data: bytes, storage_options: Mapping[str, Any] | None = None) -> None:
     """Write a small file atomically where the filesystem allows (local: rename)."""
-    fs, path = _fs(url, storage_options)
-    try:
+    with store_io(url, "write"):
+        fs, path = _fs(url, storage_options)
         if url_protocol(url) == "file":
             os.makedirs(os.path.dirname(path), exist_ok=True)
             tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
@@ -88,20 +104,17 @@ def write_bytes(url: str, data: bytes, storage_options: Mapping[str, Any] | None
             os.replace(tmp, path)
         else:
             fs.pipe_file(path, data)
-    except OSError as exc:
-        raise StoreError(f"cannot write {url}: {exc}; check the store URL and permissions") from exc
 
 
 def read_bytes(url: str, storage_options: Mapping[str, Any] | None = None) -> bytes | None:
     """Read a small file, or ``None`` when it does not exist."""
-    fs, path = _fs(url, storage_options)
     try:
-        data: bytes = fs.cat_file(path)
-        return data
+        with store_io(url, "read"):
+            fs, path = _fs(url, storage_options)
+            data: bytes = fs.cat_file(path)
+            return data
     except FileNotFoundError:
         return None
-    except OSError as exc:
-        raise StoreError(f"cannot read {url}: {exc}; is the store reachable?") from exc
 
 
 def write_table(
@@ -315,28 +328,27 @@ def create_schema(
         "_FillValue": None,
     }
     target, kwargs = _zarr_target(store, storage_options)
-    try:
-        with quiet_zarr():
-            dataset.to_zarr(
-                target,
-                mode="w",
-                compute=False,
-                zarr_format=3,
-                consolidated=False,
-                encoding=encoding,
-                **kwargs,
-            )
-    except OSError as exc:
-        raise StoreError(
-            f"cannot create the store {store}: {exc}; check the URL and access"
-        ) from exc
+    with store_io(store, "create the cube in"), quiet_zarr():
+        dataset.to_zarr(
+            target,
+            mode="w",
+            compute=False,
+            zarr_format=3,
+            consolidated=False,
+            encoding=encoding,
+            **kwargs,
+        )
 
 
 def grow_stars(
     store: str, stars: pd.DataFrame, storage_options: Mapping[str, Any] | None = None
 ) -> None:
     """Extend the ``star`` dimension to the star table and rewrite the per-star coordinates."""
-    group = _zarr_open_group(store, storage_options, "r+")
+    with store_io(store, "grow the cube in"):
+        _grow_stars(_zarr_open_group(store, storage_options, "r+"), stars)
+
+
+def _grow_stars(group: Any, stars: pd.DataFrame) -> None:
     n = len(stars)
     for name in ("flux", "flux_err"):
         array = group[name]
@@ -361,12 +373,10 @@ def write_region(
     storage_options: Mapping[str, Any] | None = None,
 ) -> None:
     """Write a chunk-aligned block of one mission (a worker's whole star chunk)."""
-    group = _zarr_open_group(store, storage_options, "r+")
-    try:
+    with store_io(store, "write to"):
+        group = _zarr_open_group(store, storage_options, "r+")
         group["flux"][mission_index, star_slice, time_slice] = flux
         group["flux_err"][mission_index, star_slice, time_slice] = flux_err
-    except OSError as exc:
-        raise StoreError(f"cannot write to {store}: {exc}") from exc
 
 
 def consolidate(store: str, storage_options: Mapping[str, Any] | None = None) -> None:
@@ -374,7 +384,7 @@ def consolidate(store: str, storage_options: Mapping[str, Any] | None = None) ->
     import zarr
 
     target, kwargs = _zarr_target(store, storage_options)
-    with quiet_zarr():
+    with store_io(store, "consolidate"), quiet_zarr():
         zarr.consolidate_metadata(target, zarr_format=3, **kwargs)
 
 
@@ -422,12 +432,14 @@ def read_done_markers(
     store: str, storage_options: Mapping[str, Any] | None = None
 ) -> dict[int, dict[str, Any]]:
     """All done-markers of a store, by chunk number."""
-    fs, root = _fs(_join(store, STATE_DIR, "done"), storage_options)
+    url = _join(store, STATE_DIR, "done")
     try:
-        paths = sorted(fs.glob(f"{root}/chunk-*.json"))
+        with store_io(url, "list"):
+            fs, root = _fs(url, storage_options)
+            paths = sorted(fs.glob(f"{root}/chunk-*.json"))
+            contents = fs.cat(paths) if paths else {}  # a list always gives a dict
     except FileNotFoundError:
         return {}
-    contents = fs.cat(paths) if paths else {}  # a list always gives a dict
     markers: dict[int, dict[str, Any]] = {}
     for path, data in contents.items():
         name = os.path.basename(path)

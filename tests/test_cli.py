@@ -39,3 +39,24 @@ def test_config_errors_suggest_fixes(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("DASK_STARSKOPE__INGEST__STAR_CHUNK", "16")
     assert load_ingest_config("m.parquet", "s.zarr").star_chunk == 16
     assert main(["status", str(tmp_path / "nothing.zarr")]) == 3
+
+
+def test_unreachable_store_is_a_typed_error_before_any_cluster_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from starskope_dask.discover import manifest_frame, write_manifest
+
+    manifest = str(tmp_path / "m.parquet")
+    write_manifest(
+        manifest_frame([{"s3_uri": "s3://stpubdata/x/kplr000000001-1_llc.fits"}]), manifest
+    )
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    monkeypatch.setattr(
+        "starskope_dask.cluster.make_client",
+        lambda config: pytest.fail("a cluster was started for a store that cannot be reached"),
+    )
+    assert main(["ingest", manifest, "--store", "s3://no-such-bucket/cube.zarr", "-q"]) == 3
+    out = capsys.readouterr().out
+    assert "StoreError" in out and "s3://no-such-bucket/cube.zarr" in out
+    assert main(["ingest", str(tmp_path / "missing.parquet"), "--store", "x.zarr", "-q"]) == 2
