@@ -76,12 +76,18 @@ def grid_cells(lc: LightCurve, grid: GridConfig) -> GriddedFlux:
     steps, flux, err = steps[inside], flux[inside] / median, err[inside] / abs(median)
     if steps.size == 0:
         return empty
-    cells, inverse, counts = np.unique(steps, return_inverse=True, return_counts=True)
-    mean = np.bincount(inverse, weights=flux) / counts
-    err_sq = np.where(np.isfinite(err), err * err, 0.0)
-    err_known = np.bincount(inverse, weights=np.isfinite(err).astype(np.float64))
-    binned_err = np.sqrt(np.bincount(inverse, weights=err_sq)) / counts
-    binned_err[err_known < counts] = np.nan
+    if steps.size > 1 and not np.all(steps[1:] >= steps[:-1]):
+        order = np.argsort(steps, kind="stable")
+        steps, flux, err = steps[order], flux[order], err[order]
+    # Time-sorted cadences: each grid step is one run of equal steps; sum per run.
+    starts = np.flatnonzero(np.r_[True, steps[1:] != steps[:-1]])
+    cells = steps[starts]
+    counts = np.diff(np.r_[starts, steps.size])
+    mean = np.add.reduceat(flux, starts) / counts
+    known = np.isfinite(err)
+    err_sq = np.add.reduceat(np.where(known, err * err, 0.0), starts)
+    binned_err = np.sqrt(err_sq) / counts
+    binned_err[np.add.reduceat(known, starts) < counts] = np.nan
     return GriddedFlux(cells, mean.astype(np.float32), binned_err.astype(np.float32), median)
 
 

@@ -1,13 +1,17 @@
-"""The ``pipeline``: wiring of ingest — manifest → headers → star index → cube, resumably.
+"""The ``pipeline``: wiring of ingest — manifest → read pass → star index → write pass.
 
-1. Header pass: a Dask bag over the manifest's new products; each partition fetches the
-   first bytes of many objects at once (ranged requests) and parses identity and time span.
+1. Read pass: a Dask bag over the manifest's new products; each partition fetches many
+   objects at once (the next batch downloading while the current one is parsed), reads each
+   light curve once, bins it onto the global grid and stages the result in the store
+   (``_starskope/staged/``, a few kB per product); only identity, position and time span go
+   back to the driver.
 2. Cross-match (driver, small): products → stars; the star table and per-product state are
    written to the store, the cube's schema is written (or the ``star`` dim grown).
-3. Data pass: one task per star chunk; each fetches its products many at a time, reads them,
-   bins them onto the grid and writes whole chunks — no two tasks touch the same chunk —
-   then writes the chunk's done-marker (products stored, failures). A rerun skips chunks whose
-   marker lists exactly the chunk's current products; new products redo only their chunks.
+3. Write pass: one task per star chunk; it assembles its stars from the staged products and
+   writes the runs of time chunks that hold data — no two tasks touch the same chunk — then
+   the chunk's done-marker (products stored, failures). A rerun skips chunks whose marker
+   lists exactly the chunk's current products; new products redo only their chunks, from
+   staged copies, so no source product is fetched twice.
 
 ``run(config)`` makes its own client; ``run_with_client(config, client)`` takes one.
 """
@@ -26,30 +30,36 @@ import numpy as np
 import pandas as pd
 
 from starskope_dask import __version__
-from starskope_dask.align import cross_match, grid_cells
-from starskope_dask.config import IngestConfig, ReadConfig, StorageConfig
+from starskope_dask.align import GriddedFlux, cross_match, grid_cells
+from starskope_dask.config import GridConfig, IngestConfig, ReadConfig, StorageConfig
 from starskope_dask.discover import product_urls, read_manifest
 from starskope_dask.errors import ProductError, StoreError
-from starskope_dask.fetch import decompress, fetch_many
-from starskope_dask.read import parse_light_curve, read_product_headers
-from starskope_dask.records import MISSIONS, Failure
+from starskope_dask.fetch import decompress, fetch_many, iter_fetched
+from starskope_dask.read import parse_light_curve
+from starskope_dask.records import MISSIONS, Failure, LightCurve
 from starskope_dask.store import (
     SCHEMA_VERSION,
     CubeLayout,
+    RegionBlock,
     acquire_lock,
     collect_failures,
     consolidate,
     count_stored,
     create_schema,
+    decode_staged,
+    encode_staged,
     grow_stars,
+    list_staged,
     read_cube_attrs,
     read_done_markers,
     read_table,
     release_lock,
+    staged_url,
     state_url,
     write_bytes,
     write_done_marker,
-    write_region,
+    write_many,
+    write_regions,
     write_table,
 )
 
@@ -69,6 +79,7 @@ PRODUCT_COLUMNS = (
     "bjd_stop",
     "error_type",
     "message",
+    "bytes",
     "star",
 )
 
@@ -76,37 +87,102 @@ PRODUCT_COLUMNS = (
 # ------------------------------------------------------------------------ task bodies
 
 
-def header_partition(
-    urls: Sequence[str], storage_options: Mapping[str, Any] | None, concurrency: int
+def product_facts(lc: LightCurve) -> dict[str, Any]:
+    """What the driver needs of a product to cross-match it: identity, position, span."""
+    bjd_start, bjd_stop = lc.time_range
+    return {
+        "mission": lc.mission,
+        "kic": lc.ids.kic,
+        "epic": lc.ids.epic,
+        "tic": lc.ids.tic,
+        "ra": lc.ra,
+        "dec": lc.dec,
+        "segment": lc.segment,
+        "cadence_days": lc.cadence_days,
+        "bjd_start": bjd_start,
+        "bjd_stop": bjd_stop,
+    }
+
+
+def _read_and_grid(
+    urls: Sequence[str],
+    source_options: Mapping[str, Any] | None,
+    read: ReadConfig,
+    grid: GridConfig,
+    concurrency: int,
+) -> Iterator[tuple[str, tuple[dict[str, Any], GriddedFlux, int] | ProductError]]:
+    """Fetch products (the next batch downloading meanwhile), read them, put them on the grid.
+
+    Yields each URL with its facts, gridded flux and source size, or the error it raised.
+    """
+    fetched = iter_fetched(urls, source_options, concurrency=concurrency)
+    for url, data in zip(urls, fetched, strict=True):
+        try:
+            if isinstance(data, ProductError):
+                raise data
+            lc = parse_light_curve(url, decompress(url, data), read)
+            yield url, (product_facts(lc), grid_cells(lc, grid), len(data))
+        except ProductError as exc:
+            yield url, exc
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadTask:
+    """What the read pass needs: where products come from and where to stage them."""
+
+    store: str
+    read: ReadConfig
+    grid: GridConfig
+    source_options: Mapping[str, Any] | None
+    store_options: Mapping[str, Any] | None
+    concurrency: int
+
+
+def read_partition(
+    urls: Sequence[str], task: ReadTask, staged: frozenset[str]
 ) -> list[dict[str, Any]]:
-    """Header facts (or the failure) of each product of a partition, fetched concurrently."""
-    rows = []
-    for url, header in zip(
-        urls, read_product_headers(urls, storage_options, concurrency=concurrency), strict=True
+    """Read pass over one partition: each product read once, put on the grid and staged.
+
+    Products already staged (an interrupted earlier run) are not fetched again: their facts
+    come from the staged copy. Returns one row per product: its facts, or its failure.
+    """
+    rows: dict[str, dict[str, Any]] = {}
+    urls = list(urls)
+    already = [u for u in urls if staged_url(task.store, u).rsplit("/", 1)[1] in staged]
+    if already:
+        blobs = fetch_many(
+            [staged_url(task.store, u) for u in already],
+            task.store_options,
+            concurrency=task.concurrency,
+        )
+        for url, blob in zip(already, blobs, strict=True):
+            try:
+                if isinstance(blob, bytes):
+                    facts, _ = decode_staged(blob)
+                    rows[url] = {"url": url, **facts, "error_type": None, "message": None}
+            except ValueError:
+                logger.warning("staged copy of %s is unreadable; reading the product again", url)
+    todo = [u for u in urls if u not in rows]
+    batch: dict[str, bytes] = {}
+    for url, result in _read_and_grid(
+        todo, task.source_options, task.read, task.grid, task.concurrency
     ):
-        row: dict[str, Any] = {"url": url, "error_type": None, "message": None}
-        if isinstance(header, ProductError):
-            row.update(error_type=type(header).__name__, message=str(header))
-        else:
-            row.update(
-                mission=header.mission,
-                kic=header.ids.kic,
-                epic=header.ids.epic,
-                tic=header.ids.tic,
-                ra=header.ra,
-                dec=header.dec,
-                segment=header.segment,
-                cadence_days=header.cadence_days,
-                bjd_start=header.bjd_start,
-                bjd_stop=header.bjd_stop,
-            )
-        rows.append(row)
-    return rows
+        if isinstance(result, ProductError):
+            rows[url] = {"url": url, "error_type": type(result).__name__, "message": str(result)}
+            continue
+        facts, gridded, size = result
+        rows[url] = {"url": url, **facts, "error_type": None, "message": None, "bytes": size}
+        batch[staged_url(task.store, url)] = encode_staged(facts, gridded)
+        if len(batch) >= task.concurrency:
+            write_many(batch, task.store_options, concurrency=task.concurrency)
+            batch = {}
+    write_many(batch, task.store_options, concurrency=task.concurrency)
+    return [rows[u] for u in urls]
 
 
 @dataclasses.dataclass(frozen=True)
 class ChunkTask:
-    """Everything one data-pass task needs: one star chunk and its products."""
+    """Everything one write-pass task needs: one star chunk and its products."""
 
     store: str
     chunk: int
@@ -121,62 +197,86 @@ class ChunkTask:
     concurrency: int
 
 
-def ingest_chunk(task: ChunkTask) -> dict[str, Any]:
-    """Read a star chunk's products, put them on the grid and write the chunk's region.
-
-    Products are applied finest cadence first, so a long-cadence product of the same star,
-    mission and time wins over a binned short-cadence one. Returns the done-marker record.
-    """
-    grid = task.layout.grid
-    n_rows = task.star_stop - task.star_start
-    order = sorted(range(len(task.urls)), key=lambda i: task.urls[i])
-    cells: dict[int, list[tuple[float, int, Any]]] = {m: [] for m in range(len(MISSIONS))}
-    stored: list[str] = []
-    failures: list[dict[str, Any]] = []
-    bytes_read = 0
-    for batch_start in range(0, len(order), task.concurrency):
-        batch = order[batch_start : batch_start + task.concurrency]
-        urls = [task.urls[i] for i in batch]
-        for index, data in zip(
-            batch, fetch_many(urls, task.source_options, concurrency=task.concurrency), strict=True
-        ):
-            url = task.urls[index]
-            try:
-                if isinstance(data, ProductError):
-                    raise data
-                bytes_read += len(data)
-                lc = parse_light_curve(url, decompress(url, data), task.read)
-                gridded = grid_cells(lc, grid)
-            except ProductError as exc:
-                failures.append(dataclasses.asdict(Failure.from_exception(url, exc)))
+def _staged_products(
+    task: ChunkTask, failures: list[dict[str, Any]]
+) -> Iterator[tuple[int, dict[str, Any], GriddedFlux]]:
+    """A chunk's products from their staged copies; any not staged are read from source."""
+    staged = fetch_many(
+        [staged_url(task.store, u) for u in task.urls],
+        task.store_options,
+        concurrency=task.concurrency,
+    )
+    missing: list[int] = []
+    for index, blob in enumerate(staged):
+        try:
+            if not isinstance(blob, bytes):
+                raise ValueError("not staged")
+            facts, gridded = decode_staged(blob)
+        except ValueError:
+            missing.append(index)
+            continue
+        yield index, facts, gridded
+    if missing:
+        logger.info("chunk %d: %d products not staged; reading them", task.chunk, len(missing))
+        urls = [task.urls[i] for i in missing]
+        results = _read_and_grid(
+            urls, task.source_options, task.read, task.layout.grid, task.concurrency
+        )
+        for index, (url, result) in zip(missing, results, strict=True):
+            if isinstance(result, ProductError):
+                failures.append(dataclasses.asdict(Failure.from_exception(url, result)))
                 continue
-            mission = MISSIONS.index(lc.mission)
-            cadence = lc.cadence_days if math.isfinite(lc.cadence_days) else grid.cadence_days
-            cells[mission].append((cadence, task.stars[index] - task.star_start, gridded))
-            stored.append(url)
+            facts, gridded, _ = result
+            yield index, facts, gridded
+
+
+def _blocks(
+    task: ChunkTask, cells: Mapping[int, list[tuple[float, str, int, GriddedFlux]]]
+) -> Iterator[RegionBlock]:
+    """The chunk's regions, one run of occupied time chunks per mission at a time."""
+    n_rows = task.star_stop - task.star_start
     star_slice = slice(task.star_start, task.star_stop)
     for mission, entries in cells.items():
-        entries = [e for e in entries if e[2].index.size]
+        entries = sorted((e for e in entries if e[3].index.size), key=lambda e: e[:2])
         if not entries:
             continue
-        first = min(int(e[2].index[0]) for e in entries)
-        last = max(int(e[2].index[-1]) for e in entries)
-        time_slice = task.layout.time_slice(first, last)
-        width = time_slice.stop - time_slice.start
-        flux = np.full((n_rows, width), np.nan, dtype=np.float32)
-        flux_err = np.full((n_rows, width), np.nan, dtype=np.float32)
-        for _, row, gridded in sorted(entries, key=lambda e: e[0]):
-            columns = gridded.index - time_slice.start
-            flux[row, columns] = gridded.flux
-            flux_err[row, columns] = gridded.flux_err
-        write_region(
-            task.store, mission, star_slice, time_slice, flux, flux_err, task.store_options
-        )
+        steps = np.concatenate([e[3].index for e in entries])
+        for time_slice in task.layout.occupied_time_slices(steps):
+            width = time_slice.stop - time_slice.start
+            flux = np.full((n_rows, width), np.nan, dtype=np.float32)
+            flux_err = np.full((n_rows, width), np.nan, dtype=np.float32)
+            for _, _, row, gridded in entries:
+                inside = (gridded.index >= time_slice.start) & (gridded.index < time_slice.stop)
+                columns = gridded.index[inside] - time_slice.start
+                flux[row, columns] = gridded.flux[inside]
+                flux_err[row, columns] = gridded.flux_err[inside]
+            yield mission, star_slice, time_slice, flux, flux_err
+
+
+def ingest_chunk(task: ChunkTask) -> dict[str, Any]:
+    """Assemble a star chunk from its staged products and write the chunk's regions.
+
+    Products are applied finest cadence first, so a long-cadence product of the same star,
+    mission and time wins over a binned short-cadence one. Only runs of time chunks holding
+    data are materialised and written. Returns the done-marker record.
+    """
+    cells: dict[int, list[tuple[float, str, int, GriddedFlux]]] = {
+        m: [] for m in range(len(MISSIONS))
+    }
+    stored: list[str] = []
+    failures: list[dict[str, Any]] = []
+    for index, facts, gridded in _staged_products(task, failures):
+        cadence = float(facts.get("cadence_days") or math.nan)
+        if not math.isfinite(cadence):
+            cadence = task.layout.grid.cadence_days
+        row = task.stars[index] - task.star_start
+        cells[MISSIONS.index(facts["mission"])].append((cadence, task.urls[index], row, gridded))
+        stored.append(task.urls[index])
+    write_regions(task.store, _blocks(task, cells), task.store_options)
     record = {
         "chunk": task.chunk,
         "products": sorted(stored),
         "failures": sorted(failures, key=lambda f: f["url"]),
-        "bytes_read": bytes_read,
     }
     write_done_marker(task.store, task.chunk, record, task.store_options)
     return record
@@ -192,13 +292,15 @@ class IngestSummary:
     store: str
     n_products: int
     n_stars: int
-    n_headers_read: int
+    n_products_read: int
     n_chunks_written: int
     n_chunks_skipped: int
     n_stored: int
     n_failed: int
     bytes_read: int
     seconds: float
+    seconds_read: float
+    seconds_write: float
     failures: tuple[dict[str, Any], ...]
 
     def as_dict(self) -> dict[str, Any]:
@@ -313,12 +415,23 @@ def _ingest(
         known = set() if products is None else set(products["url"])
         new_urls = [u for u in urls if u not in known]
         header_rows: list[dict[str, Any]] = []
+        read_started = time.perf_counter()
         if new_urls:
+            read_task = ReadTask(
+                store=store,
+                read=config.read,
+                grid=config.grid,
+                source_options=source_options,
+                store_options=store_options,
+                concurrency=config.fetch_concurrency,
+            )
+            staged = frozenset(list_staged(store, store_options))
             size = max(1, min(256, math.ceil(len(new_urls) / (4 * _n_workers(client)))))
             bag = db.from_sequence(new_urls, partition_size=size).map_partitions(
-                header_partition, source_options, config.fetch_concurrency
+                read_partition, read_task, staged
             )
-            header_rows = _gather(client, bag, "headers", progress)
+            header_rows = _gather(client, bag, "read", progress)
+        seconds_read = time.perf_counter() - read_started
         frame = pd.DataFrame(header_rows, columns=list(PRODUCT_COLUMNS))
         products = frame if products is None else pd.concat([products, frame], ignore_index=True)
         products = products[products["url"].isin(set(urls))].reset_index(drop=True)
@@ -364,6 +477,7 @@ def _ingest(
                 )
             )
         records: list[dict[str, Any]] = []
+        write_started = time.perf_counter()
         futures = client.map(ingest_chunk, tasks, pure=False) if tasks else []
         for future in _completed(futures, "ingest", "chunk", progress):
             record = future.result()
@@ -371,19 +485,22 @@ def _ingest(
             markers[record["chunk"]] = record
             if on_chunk is not None:
                 on_chunk(record)
+        seconds_write = time.perf_counter() - write_started
         consolidate(store, store_options)
         failures = collect_failures(products, markers)
         summary = IngestSummary(
             store=store,
             n_products=len(products),
             n_stars=len(stars),
-            n_headers_read=len(new_urls),
+            n_products_read=len(new_urls),
             n_chunks_written=len(records),
             n_chunks_skipped=skipped,
             n_stored=count_stored(markers),
             n_failed=len(failures),
-            bytes_read=sum(r["bytes_read"] for r in records),
+            bytes_read=int(sum(r.get("bytes") or 0 for r in header_rows)),
             seconds=round(time.perf_counter() - started, 3),
+            seconds_read=round(seconds_read, 3),
+            seconds_write=round(seconds_write, 3),
             failures=tuple(failures),
         )
         write_bytes(

@@ -19,7 +19,7 @@ import functools
 import logging
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -111,6 +111,103 @@ def good_cadences(
     return np.isfinite(time) & np.isfinite(flux) & ((quality & bitmask) == 0)
 
 
+# ------------------------------------------------------------------ FITS headers (pure)
+
+_INTEGER = re.compile(r"^[+-]?\d+$")
+_CONTINUED = "&"
+
+
+class FitsHeader(Mapping[str, Any]):
+    """A FITS header's keyword values, parsed from its 80-character cards on demand.
+
+    One pass indexes the valued cards by keyword (the first occurrence wins, as in
+    astropy); a value is parsed only when it is asked for. Strings, integers, floats
+    (``E`` or ``D`` exponents) and logicals are parsed here; anything else (complex
+    values, ``HIERARCH`` and ``CONTINUE`` long strings) is handed to astropy, so the
+    values always agree with :class:`astropy.io.fits.Header`.
+
+    Parameters
+    ----------
+    text : str
+        The header's cards, up to and including ``END``.
+    """
+
+    __slots__ = ("_astropy", "_text", "_where")
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._where: dict[str, int] = {}
+        self._astropy: fits.Header | None = None
+        for start in range(0, len(text), CARD):
+            if text[start + 8 : start + 10] == "= ":
+                keyword = text[start : start + 8].rstrip()
+                self._where.setdefault(keyword, start)
+            elif text.startswith("HIERARCH", start):
+                self._where.setdefault(text[start : start + 8], -1)
+
+    def _parse(self, keyword: str, start: int) -> Any:
+        if start < 0:
+            return self._astropy_value(keyword)
+        field = self._text[start + 10 : start + CARD].strip()
+        if field.startswith("'"):
+            end = 1
+            while True:
+                end = field.find("'", end)
+                if end < 0:
+                    raise ValueError(f"unterminated string in card {keyword}")
+                if field.startswith("''", end):
+                    end += 2
+                    continue
+                break
+            value = field[1:end].replace("''", "'").rstrip()
+            if value.endswith(_CONTINUED):
+                return self._astropy_value(keyword)
+            return value
+        field = field.split("/", 1)[0].strip()
+        if not field:
+            return None
+        if field == "T":
+            return True
+        if field == "F":
+            return False
+        if _INTEGER.match(field):
+            return int(field)
+        try:
+            return float(field.replace("D", "E"))
+        except ValueError:
+            return self._astropy_value(keyword)
+
+    def _astropy_value(self, keyword: str) -> Any:
+        return self.to_astropy().get(keyword)
+
+    def __getitem__(self, keyword: str) -> Any:
+        keyword = keyword.upper()
+        try:
+            start = self._where[keyword]
+        except KeyError:
+            if keyword.startswith("HIERARCH") and "HIERARCH" in self._where:
+                value = self._astropy_value(keyword.removeprefix("HIERARCH").strip())
+                if value is not None:
+                    return value
+            raise KeyError(keyword) from None
+        return self._parse(keyword, start)
+
+    def __contains__(self, keyword: object) -> bool:
+        return isinstance(keyword, str) and keyword.upper() in self._where
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def to_astropy(self) -> fits.Header:
+        """The same header as an :class:`astropy.io.fits.Header`."""
+        if self._astropy is None:
+            self._astropy = fits.Header.fromstring(self._text)
+        return self._astropy
+
+
 # ------------------------------------------------------------------ FITS layout (pure)
 
 
@@ -119,7 +216,7 @@ class Hdu:
     """One HDU of a FITS file: its header and where its data lies in the file's bytes."""
 
     index: int
-    header: fits.Header
+    header: FitsHeader
     data_offset: int
     data_size: int
 
@@ -139,7 +236,7 @@ class Hdu:
         return table_columns(self)
 
 
-def _data_size(header: fits.Header) -> int:
+def _data_size(header: FitsHeader) -> int:
     naxis = int(header.get("NAXIS", 0))
     if naxis == 0:
         return 0
@@ -193,13 +290,14 @@ def fits_layout(url: str, data: bytes | memoryview, *, complete: bool = True) ->
                     "the file is cut short; download it again",
                 )
             block = bytes(view[block_start : block_start + BLOCK])
-            for card in range(0, BLOCK, CARD):
-                if block[card : card + 8] == b"END     ":
-                    end_card = block_start + card
-                    break
+            found = block.find(b"END     ")
+            while found >= 0 and found % CARD:
+                found = block.find(b"END     ", found + 1)
+            if found >= 0:
+                end_card = block_start + found
             block_start += BLOCK
         try:
-            header = fits.Header.fromstring(bytes(view[offset : end_card + CARD]).decode("ascii"))
+            header = FitsHeader(bytes(view[offset : end_card + CARD]).decode("ascii"))
         except (UnicodeDecodeError, ValueError) as exc:
             raise CorruptProductError(
                 url, f"header of HDU {len(hdus)} is damaged: {exc}", "download it again"
@@ -319,7 +417,7 @@ def read_columns(
 # --------------------------------------------------------------- product identification
 
 
-def _keyword(headers: tuple[fits.Header, ...], *names: str) -> Any:
+def _keyword(headers: tuple[FitsHeader, ...], *names: str) -> Any:
     for header in headers:
         for name in names:
             value = header.get(name)
@@ -328,7 +426,7 @@ def _keyword(headers: tuple[fits.Header, ...], *names: str) -> Any:
     return None
 
 
-def identify_mission(url: str, headers: tuple[fits.Header, ...]) -> str:
+def identify_mission(url: str, headers: tuple[FitsHeader, ...]) -> str:
     """Tell Kepler, K2 and TESS apart (K2 files say ``TELESCOP = 'Kepler'``)."""
     mission = str(_keyword(headers, "MISSION") or "").upper()
     telescope = str(_keyword(headers, "TELESCOP") or "").upper()
@@ -348,7 +446,7 @@ def identify_mission(url: str, headers: tuple[fits.Header, ...]) -> str:
 _OBJECT_ID = re.compile(r"^\s*(KIC|EPIC|TIC)?\s*(\d+)\s*$", re.IGNORECASE)
 
 
-def identify_star(mission: str, headers: tuple[fits.Header, ...]) -> StarIds:
+def identify_star(mission: str, headers: tuple[FitsHeader, ...]) -> StarIds:
     """Catalogue IDs from KEPLERID/TICID, falling back to the OBJECT name."""
     object_name = str(_keyword(headers, "OBJECT") or "")
     kic = epic = tic = None
@@ -370,7 +468,7 @@ def identify_star(mission: str, headers: tuple[fits.Header, ...]) -> StarIds:
     return StarIds(kic=kic, epic=epic, tic=tic, object_name=object_name)
 
 
-def _segment(headers: tuple[fits.Header, ...]) -> int:
+def _segment(headers: tuple[FitsHeader, ...]) -> int:
     value = _keyword(headers, "QUARTER", "CAMPAIGN", "SECTOR")
     try:
         return int(value) if value is not None else -1
@@ -378,7 +476,7 @@ def _segment(headers: tuple[fits.Header, ...]) -> int:
         return -1
 
 
-def _float_keyword(headers: tuple[fits.Header, ...], *names: str) -> float:
+def _float_keyword(headers: tuple[FitsHeader, ...], *names: str) -> float:
     value = _keyword(headers, *names)
     try:
         return float(value) if value is not None else math.nan
@@ -511,7 +609,7 @@ def _product_type(url: str, mission: str, plan_kind: str, cadence: float, creato
 
 
 def _time_reference(
-    url: str, mission: str, headers: tuple[fits.Header, ...]
+    url: str, mission: str, headers: tuple[FitsHeader, ...]
 ) -> tuple[float, float, str]:
     timesys = str(_keyword(headers, "TIMESYS") or "TDB").upper()
     if timesys != "TDB":

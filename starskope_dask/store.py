@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import io
 import json
 import logging
@@ -28,14 +29,14 @@ import socket
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from starskope_dask.align import grid_times
+from starskope_dask.align import GriddedFlux, grid_times
 from starskope_dask.config import GridConfig
 from starskope_dask.errors import StoreError, StoreLockedError
 from starskope_dask.fetch import filesystem, local_path, url_protocol
@@ -104,6 +105,25 @@ def write_bytes(url: str, data: bytes, storage_options: Mapping[str, Any] | None
             os.replace(tmp, path)
         else:
             fs.pipe_file(path, data)
+
+
+def write_many(
+    blobs: Mapping[str, bytes],
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    concurrency: int = 32,
+) -> None:
+    """Write many small files (URLs of one store): concurrently on object stores."""
+    if not blobs:
+        return
+    first = next(iter(blobs))
+    if url_protocol(first) == "file":
+        for url, data in blobs.items():
+            write_bytes(url, data, storage_options)
+        return
+    with store_io(first, "write"):
+        fs, _ = _fs(first, storage_options)
+        fs.pipe(dict(blobs), batch_size=concurrency)
 
 
 def read_bytes(url: str, storage_options: Mapping[str, Any] | None = None) -> bytes | None:
@@ -240,6 +260,23 @@ class CubeLayout:
         stop = min(-(-(last_step + 1) // self.time_chunk) * self.time_chunk, self.grid.size)
         return slice(start, stop)
 
+    def occupied_time_slices(self, steps: npt.NDArray[np.int64]) -> list[slice]:
+        """Chunk-aligned time slices covering the runs of time chunks that hold ``steps``.
+
+        A star chunk's data is written one run at a time, so the years between a star's
+        Kepler quarters and its TESS sectors are never materialised, let alone written.
+        """
+        if steps.size == 0:
+            return []
+        chunks = np.unique(steps // self.time_chunk)
+        breaks = np.flatnonzero(np.diff(chunks) > 1) + 1
+        slices = []
+        for run in np.split(chunks, breaks):
+            start = int(run[0]) * self.time_chunk
+            stop = min((int(run[-1]) + 1) * self.time_chunk, self.grid.size)
+            slices.append(slice(start, stop))
+        return slices
+
 
 def _zarr_target(
     store: str, storage_options: Mapping[str, Any] | None
@@ -329,15 +366,30 @@ def create_schema(
     }
     target, kwargs = _zarr_target(store, storage_options)
     with store_io(store, "create the cube in"), quiet_zarr():
+        _remove_cube_arrays(store, storage_options)
         dataset.to_zarr(
             target,
-            mode="w",
+            mode="a",
             compute=False,
             zarr_format=3,
             consolidated=False,
             encoding=encoding,
             **kwargs,
         )
+
+
+def _remove_cube_arrays(store: str, storage_options: Mapping[str, Any] | None) -> None:
+    """Remove a half-made cube (a run killed before its star table was written), keeping the
+    ingest state (``_starskope/``: the lock, staged products). ``mode="w"`` would take all.
+    """
+    fs, root = _fs(store, storage_options)
+    try:
+        entries = fs.ls(root, detail=False)
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if os.path.basename(entry.rstrip("/")) != STATE_DIR:
+            fs.rm(entry, recursive=True)
 
 
 def grow_stars(
@@ -363,20 +415,25 @@ def _grow_stars(group: Any, stars: pd.DataFrame) -> None:
         array[:] = column
 
 
-def write_region(
+RegionBlock = tuple[int, slice, slice, npt.NDArray[np.float32], npt.NDArray[np.float32]]
+"""One chunk-aligned block: mission index, star slice, time slice, flux, flux_err."""
+
+
+def write_regions(
     store: str,
-    mission_index: int,
-    star_slice: slice,
-    time_slice: slice,
-    flux: npt.NDArray[np.float32],
-    flux_err: npt.NDArray[np.float32],
+    blocks: Iterable[RegionBlock],
     storage_options: Mapping[str, Any] | None = None,
 ) -> None:
-    """Write a chunk-aligned block of one mission (a worker's whole star chunk)."""
+    """Write chunk-aligned blocks (a worker's star chunk), opening the cube once.
+
+    ``blocks`` may be a generator: each block is made, written and dropped in turn.
+    """
     with store_io(store, "write to"):
         group = _zarr_open_group(store, storage_options, "r+")
-        group["flux"][mission_index, star_slice, time_slice] = flux
-        group["flux_err"][mission_index, star_slice, time_slice] = flux_err
+        flux_array, err_array = group["flux"], group["flux_err"]
+        for mission_index, star_slice, time_slice, flux, flux_err in blocks:
+            flux_array[mission_index, star_slice, time_slice] = flux
+            err_array[mission_index, star_slice, time_slice] = flux_err
 
 
 def consolidate(store: str, storage_options: Mapping[str, Any] | None = None) -> None:
@@ -447,6 +504,77 @@ def read_done_markers(
     return markers
 
 
+# ----------------------------------------------------------------- staged products
+#
+# The read pass puts every product on the grid once and stages the result (a few kB)
+# in the store; the write pass assembles star chunks from staged products. A rerun after
+# a kill, or an update that rewrites a chunk for a new sector, reads the staged products
+# instead of fetching the source FITS again.
+
+STAGED_MAGIC = b"STARSKOPE-STAGED-1\n"
+
+
+def staged_url(store: str, product_url: str) -> str:
+    """Where a product's gridded flux is staged (named by a hash of its URL)."""
+    digest = hashlib.sha1(product_url.encode()).hexdigest()
+    return _join(store, STATE_DIR, "staged", digest[:2], f"{digest}.bin")
+
+
+def encode_staged(facts: Mapping[str, Any], gridded: GriddedFlux) -> bytes:
+    """Serialise a product's header facts and gridded flux (JSON line + raw arrays)."""
+    meta = {**facts, "n": int(gridded.index.size), "median": gridded.median}
+    return b"".join(
+        [
+            STAGED_MAGIC,
+            json.dumps(meta, sort_keys=True, default=_json_scalar).encode(),
+            b"\n",
+            gridded.index.astype("<i4").tobytes(),
+            gridded.flux.astype("<f4").tobytes(),
+            gridded.flux_err.astype("<f4").tobytes(),
+        ]
+    )
+
+
+def decode_staged(data: bytes) -> tuple[dict[str, Any], GriddedFlux]:
+    """Inverse of :func:`encode_staged`.
+
+    Raises
+    ------
+    ValueError
+        If ``data`` is not a staged product.
+    """
+    if not data.startswith(STAGED_MAGIC):
+        raise ValueError("not a staged product")
+    end = data.index(b"\n", len(STAGED_MAGIC))
+    meta: dict[str, Any] = json.loads(data[len(STAGED_MAGIC) : end])
+    n = int(meta.pop("n"))
+    median = float(meta.pop("median"))
+    body = memoryview(data)[end + 1 :]
+    if len(body) != 12 * n:
+        raise ValueError(f"staged product holds {len(body)} bytes, expected {12 * n}")
+    index = np.frombuffer(body[: 4 * n], "<i4").astype(np.int64)
+    flux = np.frombuffer(body[4 * n : 8 * n], "<f4").astype(np.float32)
+    flux_err = np.frombuffer(body[8 * n :], "<f4").astype(np.float32)
+    return meta, GriddedFlux(index, flux, flux_err, median)
+
+
+def _json_scalar(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def list_staged(store: str, storage_options: Mapping[str, Any] | None = None) -> set[str]:
+    """Names (``<sha1>.bin``) of the products staged in a store (one listing)."""
+    url = _join(store, STATE_DIR, "staged")
+    try:
+        with store_io(url, "list"):
+            fs, root = _fs(url, storage_options)
+            return {os.path.basename(p) for p in fs.find(root)}
+    except FileNotFoundError:
+        return set()
+
+
 def state_url(store: str, name: str) -> str:
     """URL of a state file (``products.parquet``, ``stars.parquet``, ``summary.json``)."""
     return _join(store, STATE_DIR, name)
@@ -483,7 +611,7 @@ def collect_failures(
 ) -> list[dict[str, Any]]:
     """Every failure of a store: header-pass failures and those in the chunks' done-markers."""
     failures = [
-        {"url": r.url, "error_type": r.error_type, "message": r.message, "stage": "header"}
+        {"url": r.url, "error_type": r.error_type, "message": r.message, "stage": "read"}
         for r in products[products["error_type"].notna()].itertuples()
     ]
     for marker in markers.values():

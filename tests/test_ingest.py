@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from starskope_dask.align import grid_cells, grid_index
 from starskope_dask.config import GridConfig, load_ingest_config
@@ -93,9 +95,11 @@ def test_real_files_end_to_end(
     hat = int(np.flatnonzero(cube["kic"].values == 10666592)[0])
     assert int(cube["tic"].values[hat]) == 424865156
     assert str(cube["missions"].values[hat]) == "Kepler,TESS"
-    # HAT-P-7, KIC 2556081, EPIC 211117077, TIC 25155310, and the corrupt TIC 261136679 (its
-    # header reads; its data does not, so its row stays NaN)
-    assert cube.sizes["star"] == 5
+    # HAT-P-7, KIC 2556081, EPIC 211117077, TIC 25155310; the corrupt TIC 261136679 (its
+    # header reads, its data does not) gets no star row: every product is read in full
+    # before the star index is made
+    assert cube.sizes["star"] == 4
+    assert 261136679 not in set(cube["tic"].values.tolist())
 
     # values: a TESS sector binned onto the grid, normalised by its median
     grid = GridConfig()
@@ -114,10 +118,10 @@ def test_real_files_end_to_end(
     assert np.isnan(cube["flux"].sel(mission="K2", star=star).values).all()
 
     status = store_status(store)
-    assert (status.n_stars, status.n_stored, status.n_failed) == (5, len(REAL_SUBSET), 1)
+    assert (status.n_stars, status.n_stored, status.n_failed) == (4, len(REAL_SUBSET), 1)
 
     rerun = run_with_client(config, client, progress=False)
-    assert (rerun.n_headers_read, rerun.n_chunks_written) == (0, 0)
+    assert (rerun.n_products_read, rerun.n_chunks_written) == (0, 0)
     assert rerun.n_chunks_skipped == summary.n_chunks_written
 
 
@@ -143,8 +147,22 @@ def test_new_products_update_only_affected_chunks(
     write_manifest(full, m2)
     store = str(tmp_path / "cube.zarr")
     one = run_with_client(load_ingest_config(m1, store, star_chunk=4), client, progress=False)
-    two = run_with_client(load_ingest_config(m2, store, star_chunk=4), client, progress=False)
-    assert two.n_headers_read == len(full) - len(first)
+    # The update rebuilds whole chunks from staged copies: the first run's sources are never
+    # fetched again (they are gone: every URL of the first manifest now points nowhere).
+    staged = Path(store) / "_starskope" / "staged"
+    assert len(list(staged.rglob("*.bin"))) == len(first)
+    moved = tmp_path / "moved"
+    for url in first["s3_uri"]:
+        target = moved / Path(url).relative_to(sim_archive)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Path(url).rename(target)
+    try:
+        two = run_with_client(load_ingest_config(m2, store, star_chunk=4), client, progress=False)
+    finally:
+        for url in first["s3_uri"]:
+            (moved / Path(url).relative_to(sim_archive)).rename(url)
+    assert two.n_failed == 0
+    assert two.n_products_read == len(full) - len(first)
     assert 0 < two.n_chunks_written < one.n_chunks_written + 2
     assert two.n_stored == len(full)
     # the same contents as a fresh ingest of the full manifest
@@ -204,6 +222,36 @@ def test_kill_minus_9_and_rerun(sim_archive: Path, tmp_path: Path) -> None:
     np.testing.assert_array_equal(a["kic"].values, b["kic"].values)
 
 
+def test_two_ingests_started_at_once(sim_archive: Path, tmp_path: Path) -> None:
+    manifest = str(tmp_path / "m.parquet")
+    write_manifest(list_archive(str(sim_archive)), manifest)
+    store = tmp_path / "cube.zarr"
+    env = {**os.environ, "DASK_STARSKOPE__INGEST__STAR_CHUNK": "2"}
+    command = [
+        sys.executable, "-m", "starskope_dask.cli", "ingest", manifest,
+        "--store", str(store), "--workers", "1", "-q",
+    ]  # fmt: skip
+    runs = [
+        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for _ in range(2)
+    ]
+    outputs = [run.communicate(timeout=300)[0].decode() for run in runs]
+    codes = sorted(run.returncode for run in runs)
+    # one finishes; the other is refused with a clear message (exit 3) and changes nothing
+    assert codes == [0, 3], outputs
+    refused = outputs[[run.returncode for run in runs].index(3)]
+    assert "another ingest" in refused and str(store) in refused
+    reference = tmp_path / "reference.zarr"
+    clean = subprocess.run(
+        [*command[:5], "--store", str(reference), "--workers", "1", "-q"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert clean.returncode == 0, clean.stdout
+    a, b = open_cube(str(store)), open_cube(str(reference))
+    np.testing.assert_array_equal(a["flux"].values, b["flux"].values)
+    assert not (store / "_starskope" / "lock.json").exists()
+
+
 def test_two_ingests_on_one_store(tmp_path: Path) -> None:
     store = str(tmp_path / "cube.zarr")
     lock = acquire_lock(store)
@@ -220,3 +268,26 @@ def test_two_ingests_on_one_store(tmp_path: Path) -> None:
         json.dumps({"owner": f"{os.uname().nodename}:{dead.pid}:0", "heartbeat": 0})
     )
     release_lock(acquire_lock(store))
+
+
+@given(
+    index=st.lists(st.integers(0, 2**31 - 1), max_size=50, unique=True),
+    median=st.floats(allow_nan=False, allow_infinity=False, width=32),
+)
+@settings(max_examples=50, deadline=None)
+def test_staged_product_round_trip(index: list[int], median: float) -> None:
+    from starskope_dask.align import GriddedFlux
+    from starskope_dask.store import decode_staged, encode_staged
+
+    steps = np.array(sorted(index), dtype=np.int64)
+    flux = np.linspace(0.9, 1.1, steps.size).astype(np.float32)
+    err = np.full(steps.size, np.nan, np.float32)
+    facts = {"mission": "TESS", "tic": 1, "kic": None, "ra": 1.5, "cadence_days": 0.0013}
+    meta, back = decode_staged(encode_staged(facts, GriddedFlux(steps, flux, err, median)))
+    assert meta == facts
+    np.testing.assert_array_equal(back.index, steps)
+    np.testing.assert_array_equal(back.flux, flux)
+    np.testing.assert_array_equal(back.flux_err, err)
+    assert back.median == median
+    with pytest.raises(ValueError):
+        decode_staged(b"not staged")
