@@ -23,14 +23,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,7 @@ from starskope_dask.discover import (
 from starskope_dask.fetch import anonymous_http_url, filesystem
 from starskope_dask.pipeline import run_with_client
 from starskope_dask.s3server import local_s3_server
-from starskope_dask.simulate import SimulationConfig, make_star, simulate_archive, star_segments
+from starskope_dask.simulate import SimulationConfig, make_star, star_segments
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("STARSKOPE_REAL_DATA", ROOT.parent / "shared" / "data" / "real"))
@@ -57,16 +58,24 @@ MB = 1e6
 
 
 @contextmanager
-def peak_rss() -> Iterator[dict[str, float]]:
-    """Sample this process's RSS every 50 ms; yields a dict that gets ``peak_mb``."""
-    process = psutil.Process()
-    result = {"start_mb": process.memory_info().rss / MB, "peak_mb": 0.0}
+def peak_rss(pids: list[int]) -> Iterator[dict[int, float]]:
+    """Sample the RSS of processes every 50 ms; yields {pid: peak MB} (this process: 0).
+
+    Sampled rather than read from ``ru_maxrss``: a spawned worker inherits its parent's
+    high-water mark, which would say nothing about the worker itself.
+    """
+    processes = {0: psutil.Process()} | {pid: psutil.Process(pid) for pid in pids}
+    result = {key: 0.0 for key in processes}
+    result[-1] = processes[0].memory_info().rss / MB  # this process at the start
     stop = threading.Event()
 
     def sample() -> None:
-        while not stop.is_set():
-            result["peak_mb"] = max(result["peak_mb"], process.memory_info().rss / MB)
-            stop.wait(0.05)
+        while True:
+            for key, process in processes.items():
+                with suppress(psutil.Error):
+                    result[key] = max(result[key], process.memory_info().rss / MB)
+            if stop.wait(0.05):
+                return
 
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
@@ -75,7 +84,6 @@ def peak_rss() -> Iterator[dict[str, float]]:
     finally:
         stop.set()
         thread.join()
-        result["peak_mb"] = max(result["peak_mb"], process.memory_info().rss / MB)
 
 
 def upload_real_files(s3_options: dict[str, Any]) -> pd.DataFrame:
@@ -160,13 +168,6 @@ def lightkurve_sample(
     return {"products": n_products, "failed": failed, "products_s": n_products / seconds}
 
 
-def worker_peak_rss(client: Any) -> list[float]:
-    def peak() -> float:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / MB
-
-    return sorted(client.run(peak).values())
-
-
 def du(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
@@ -191,11 +192,11 @@ def ingest(
         ) as cluster,
         Client(cluster) as client,
     ):
-        with peak_rss() as driver:
+        pids = sorted(client.run(os.getpid).values())
+        with peak_rss(pids) as peaks:
             start = time.perf_counter()
             summary = run_with_client(config, client, progress=False)
             seconds = time.perf_counter() - start
-        workers_mb = worker_peak_rss(client)
     source_bytes = int(frame["size"].sum())
     store_bytes = du(store)
     return {
@@ -205,11 +206,13 @@ def ingest(
         "failed": summary.n_failed,
         "stars": summary.n_stars,
         "seconds": seconds,
+        "seconds_read": summary.seconds_read,
+        "seconds_write": summary.seconds_write,
         "products_s": len(frame) / seconds,
         "mb_s": source_bytes / MB / seconds,
-        "driver_start_mb": driver["start_mb"],
-        "driver_peak_mb": driver["peak_mb"],
-        "worker_peak_mb": workers_mb,
+        "driver_start_mb": peaks[-1],
+        "driver_peak_mb": peaks[0],
+        "worker_peak_mb": [peaks[pid] for pid in pids],
         "store_bytes_per_product": store_bytes / len(frame),
         "store_share": store_bytes / source_bytes,
         "source_mb": source_bytes / MB,
@@ -232,7 +235,8 @@ def report(
     print(f"\n== {result['label']}: {result['products']} products, {result['source_mb']:.0f} MB")
     print(
         f"  starskope ingest   {result['products_s']:8.1f} products/s  {result['mb_s']:7.1f} MB/s"
-        f"  ({result['seconds']:.1f} s; stored {result['stored']}, failed {result['failed']},"
+        f"  ({result['seconds']:.1f} s: read pass {result['seconds_read']:.1f} s, write pass"
+        f" {result['seconds_write']:.1f} s; stored {result['stored']}, failed {result['failed']},"
         f" {result['stars']} stars)"
     )
     print(
@@ -257,7 +261,7 @@ def report(
     workers = ", ".join(f"{mb:.0f}" for mb in result["worker_peak_mb"])
     print(
         f"  peak RSS: workers {workers} MB [target < 1500]; driver {result['driver_peak_mb']:.0f}"
-        f" MB (at start {result['driver_start_mb']:.0f} MB)"
+        f" MB (+{result['driver_peak_mb'] - result['driver_start_mb']:.0f} MB during the ingest)"
     )
 
 
@@ -281,17 +285,16 @@ def main() -> None:
             print(f"real files not found at {DATA}: skipping the real-file run")
         n_stars = stars_for(args.products, args.seed)
         start = time.perf_counter()
-        simulated = simulate_archive(
-            "s3://stpubdata",
-            SimulationConfig(n_stars=n_stars, seed=args.seed),
-            storage_options=s3.storage_options(anon=False),
-            processes=args.workers,
-            progress=True,
-        )
-        print(
-            f"simulated {simulated.n_products} products of {n_stars} stars,"
-            f" {simulated.n_bytes / MB:.0f} MB, in {time.perf_counter() - start:.0f} s"
-        )
+        # In a process of its own, so that this (driver) process's memory is the ingest's.
+        subprocess.run(
+            [
+                sys.executable, "-m", "starskope_dask.cli", "simulate", "s3://stpubdata",
+                "--stars", str(n_stars), "--seed", str(args.seed),
+                "--processes", str(args.workers), "-q",
+            ],
+            check=True,
+        )  # fmt: skip
+        print(f"simulated {n_stars} stars in {time.perf_counter() - start:.0f} s")
         listed = pd.concat(
             [list_archive(f"s3://stpubdata/{m}/", read_options) for m in ("kepler", "k2", "tess")],
             ignore_index=True,

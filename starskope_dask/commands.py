@@ -43,56 +43,42 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_discover(args: argparse.Namespace) -> int:
-    """Targets to a manifest (archive-native: catalogue IDs and prefix listings)."""
-    import pandas as pd
+    """Targets to a manifest: archive-native for catalogue IDs, MAST for names and cones."""
+    from pathlib import Path
 
     from starskope_dask.config import load_storage_config
-    from starskope_dask.discover import (
-        check_mission_names,
-        discover_ids,
-        list_archive,
-        manifest_frame,
-        parse_id_target,
-        write_manifest,
-    )
-    from starskope_dask.errors import DiscoveryError
+    from starskope_dask.discover import discover, list_archive, read_targets_file, write_manifest
+    from starskope_dask.mast import MastClient, MastSettings, default_cache_dir
 
-    options = load_storage_config().storage_options()
-    missions = check_mission_names(args.mission) if args.mission else None
     targets = list(args.targets)
     for path in args.targets_file or []:
-        with open(path) as fh:
-            targets += [line.strip() for line in fh if line.strip() and not line.startswith("#")]
-    frames, problems = [], []
-    ids = []
-    for target in targets:
-        parsed = parse_id_target(target)
-        if parsed is None:
-            problems.append(f"{target}: not a catalogue ID (KIC n, EPIC n, TIC n)")
-        else:
-            ids.append(parsed)
-    if ids:
-        frame, messages = discover_ids(ids, args.archive, options)
-        frames.append(frame)
-        problems += messages
-    for prefix in args.prefix or []:
-        try:
-            frames.append(list_archive(prefix, options))
-        except DiscoveryError as exc:
-            problems.append(str(exc))
-    if not targets and not args.prefix:
-        frames.append(list_archive(args.archive, options))
-    manifest = (
-        manifest_frame(pd.concat(frames).to_dict("records")) if frames else manifest_frame([])
+        targets += read_targets_file(path)
+    options = load_storage_config().storage_options()
+    settings = MastSettings(
+        cache_dir=Path(args.mast_cache) if args.mast_cache else default_cache_dir(),
+        offline=args.offline,
     )
-    if missions:
-        manifest = manifest[manifest["mission"].isin(missions)].reset_index(drop=True)
-    if args.product:
-        manifest = manifest[manifest["product_type"].isin(args.product)].reset_index(drop=True)
+    problems: list[str] = []
+    if not targets and not args.prefix:
+        manifest = list_archive(args.archive, options)
+    else:
+        manifest, problems = discover(
+            targets,
+            via=args.via,
+            archive=args.archive,
+            prefixes=args.prefix or (),
+            missions=args.mission,
+            products=args.product,
+            radius_arcsec=args.radius,
+            mast=MastClient(settings),
+            storage_options=options,
+        )
     write_manifest(manifest, args.output)
     for problem in problems:
         _emit(f"warning: {problem}")
     _emit(f"{len(manifest)} products of {manifest['target'].nunique()} targets -> {args.output}")
+    if manifest.empty:
+        return 3
     return 0 if not problems else 1
 
 
@@ -184,8 +170,13 @@ def register(sub: Any) -> None:
     simulate.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     simulate.set_defaults(func=cmd_simulate)
 
-    discover = sub.add_parser("discover", help="targets to a manifest of products")
-    discover.add_argument("targets", nargs="*", metavar="TARGET", help="KIC n | EPIC n | TIC n")
+    discover = sub.add_parser(
+        "discover",
+        help="targets to a manifest of products",
+        description="TARGET: KIC n | EPIC n | TIC n | RA,DEC[,RADIUS_ARCSEC] | "
+        "hosts:kepler|k2|tess (confirmed planet hosts) | a name MAST resolves (HAT-P-7)",
+    )
+    discover.add_argument("targets", nargs="*", metavar="TARGET")
     discover.add_argument("--targets-file", action="append", help="file with one target per line")
     discover.add_argument(
         "--archive", default="s3://stpubdata", help="bucket (or folder) holding the public layout"
@@ -193,8 +184,28 @@ def register(sub: Any) -> None:
     discover.add_argument(
         "--prefix", action="append", help="list every product under this prefix (bulk)"
     )
+    discover.add_argument(
+        "--via",
+        choices=("auto", "mast", "archive"),
+        default="auto",
+        help="auto: IDs from the bucket's key layout, names and cones through MAST (default)",
+    )
     discover.add_argument("--mission", action="append", help="kepler|k2|tess (repeatable)")
-    discover.add_argument("--product", action="append", help="product type, e.g. kepler-lc")
+    discover.add_argument(
+        "--product",
+        action="append",
+        help="kepler-lc|kepler-sc|k2-lc|k2-sc|tess-spoc-2min|tess-spoc-20s|hlsp|hlsp-NAME "
+        "(repeatable; default: every mission light curve)",
+    )
+    discover.add_argument(
+        "--radius", type=float, default=10.0, help="search radius in arcsec (default 10)"
+    )
+    discover.add_argument(
+        "--mast-cache", help="where MAST answers are cached (default ~/.cache/starskope/mast)"
+    )
+    discover.add_argument(
+        "--offline", action="store_true", help="answer from the MAST cache only (replay)"
+    )
     discover.add_argument("-o", "--output", default="manifest.parquet")
     discover.set_defaults(func=cmd_discover)
 

@@ -11,6 +11,7 @@ mission, star IDs, segment and URI so that it is deterministic.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import re
@@ -18,10 +19,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from starskope_dask.errors import ArchiveError, ConfigError, TargetNotFoundError
+from starskope_dask.errors import ArchiveError, ConfigError, DiscoveryError, TargetNotFoundError
 from starskope_dask.fetch import filesystem, local_path, url_protocol
+from starskope_dask.mast import PLANET_HOST_TABLES, MastClient
 from starskope_dask.records import MANIFEST_COLUMNS, MISSIONS
 
 logger = logging.getLogger(__name__)
@@ -97,6 +100,44 @@ def parse_product_key(uri: str) -> dict[str, Any] | None:
             "product_type": "tess-spoc-20s" if fast else "tess-spoc-2min",
             "target": f"TIC {int(match.group(3))}",
         }
+    return None
+
+
+def layout_key(filename: str) -> str | None:
+    """A mission product's key in the public bucket, from its file name alone.
+
+    ``kplr010666592-2009131110544_slc.fits`` →
+    ``kepler/public/lightcurves/0106/010666592/kplr010666592-2009131110544_slc.fits``;
+    ``None`` for names that are not Kepler, K2 or TESS SPOC light curves.
+    """
+    name = filename.rsplit("/", 1)[-1]
+    facts = parse_product_key(name)
+    if facts is None:
+        return None
+    if facts["mission"] == "Kepler":
+        kic9 = f"{facts['kic']:09d}"
+        return f"kepler/public/lightcurves/{kic9[:4]}/{kic9}/{name}"
+    if facts["mission"] == "K2":
+        epic = int(facts["epic"])
+        return (
+            f"k2/public/lightcurves/c{facts['segment']}/{epic // 100000 * 100000}/"
+            f"{epic % 100000 // 1000 * 1000:05d}/{name}"
+        )
+    tic16 = f"{facts['tic']:016d}"
+    return (
+        f"tess/public/tid/s{facts['segment']:04d}/"
+        f"{tic16[0:4]}/{tic16[4:8]}/{tic16[8:12]}/{tic16[12:16]}/{name}"
+    )
+
+
+def product_type_of(filename: str) -> str | None:
+    """``kepler-lc``, ``tess-spoc-2min``, ``hlsp-k2sc``, ... or ``None`` (not a light curve)."""
+    name = filename.rsplit("/", 1)[-1].lower()
+    facts = parse_product_key(name)
+    if facts is not None:
+        return str(facts["product_type"])
+    if name.startswith("hlsp_") and re.search(r"(^|_)(llc|lc|fast-lc)[._]", name):
+        return f"hlsp-{name.split('_')[1]}"
     return None
 
 
@@ -311,7 +352,8 @@ def discover_ids(
             return (
                 item,
                 [],
-                f"{mission} {number}: cannot list the archive ({type(exc).__name__}: {exc})",
+                f"{mission_id_name(mission, number)}: cannot list the archive "
+                f"({type(exc).__name__}: {exc})",
             )
         return item, paths, None
 
@@ -337,9 +379,11 @@ def discover_ids(
                 )
                 found += 1
             if not found:
-                messages.append(f"{mission} {number}: no light-curve products in {archive}")
+                messages.append(
+                    f"{mission_id_name(mission, number)}: no light-curve products in {archive}"
+                )
     for message in messages:
-        logger.warning("%s", message)
+        logger.info("%s", message)
     return manifest_frame(rows), messages
 
 
@@ -364,3 +408,447 @@ def check_mission_names(missions: Sequence[str]) -> tuple[str, ...]:
             raise ConfigError(f"unknown mission {mission!r}; use kepler, k2 or tess")
         out.append(canonical[mission.lower()])
     return tuple(out)
+
+
+# ------------------------------------------------------------------------------- targets
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """One thing a user asks for.
+
+    Attributes
+    ----------
+    text : str
+        As given (it names the target in warnings and in the manifest's ``target`` column).
+    kind : str
+        ``id`` (KIC/EPIC/TIC n), ``cone`` (ra,dec[,radius]), ``hosts`` (confirmed planet
+        hosts of a mission) or ``name`` (resolved by MAST).
+    mission : str or None
+        For ``id`` and ``hosts``.
+    number : int or None
+        Catalogue ID for ``id``.
+    ra, dec, radius_arcsec : float or None
+        For ``cone``.
+    """
+
+    text: str
+    kind: str
+    mission: str | None = None
+    number: int | None = None
+    ra: float | None = None
+    dec: float | None = None
+    radius_arcsec: float | None = None
+
+
+_NUMBER = r"([-+]?\d+(?:\.\d*)?)"
+_CONE = re.compile(rf"^\s*{_NUMBER}\s*,\s*{_NUMBER}\s*(?:,\s*{_NUMBER})?\s*$")
+_HOSTS = re.compile(r"^\s*(?:planet-)?hosts\s*:\s*(kepler|k2|tess)\s*$", re.IGNORECASE)
+
+
+def parse_target(text: str) -> Target:
+    """Parse ``KIC n``, ``EPIC n``, ``TIC n``, ``ra,dec[,radius_arcsec]``,
+    ``hosts:kepler|k2|tess`` or an object name.
+
+    Raises
+    ------
+    ConfigError
+        For an empty target or coordinates out of range.
+    """
+    if not text.strip():
+        raise ConfigError("empty target")
+    parsed = parse_id_target(text)
+    if parsed is not None:
+        return Target(text.strip(), "id", mission=parsed[0], number=parsed[1])
+    if match := _HOSTS.match(text):
+        return Target(text.strip(), "hosts", mission=check_mission_names([match.group(1)])[0])
+    if match := _CONE.match(text):
+        ra, dec = float(match.group(1)), float(match.group(2))
+        if not (0 <= ra < 360 and -90 <= dec <= 90):
+            raise ConfigError(f"{text!r}: RA must be in [0, 360) and Dec in [-90, 90] degrees")
+        radius = float(match.group(3)) if match.group(3) else None
+        return Target(text.strip(), "cone", ra=ra, dec=dec, radius_arcsec=radius)
+    return Target(text.strip(), "name")
+
+
+def read_targets_file(path: str) -> list[str]:
+    """Targets from a file, one per line (``#`` comments and blank lines skipped)."""
+    try:
+        with open(path) as fh:
+            lines = [line.split("#", 1)[0].strip() for line in fh]
+    except OSError as exc:
+        raise ConfigError(f"cannot read the targets file {path}: {exc}") from exc
+    return [line for line in lines if line]
+
+
+# ---------------------------------------------------------------------------- via MAST
+
+MAST_DOWNLOAD = "https://mast.stsci.edu/api/v0.1/Download/file?uri="
+DEFAULT_PRODUCTS = (
+    "kepler-lc",
+    "kepler-sc",
+    "k2-lc",
+    "k2-sc",
+    "tess-spoc-2min",
+    "tess-spoc-20s",
+)
+
+
+def mast_target_name(mission: str, number: int) -> str:
+    """MAST's ``target_name`` of a star's mission products (``kplr010666592``, ...)."""
+    if mission == "Kepler":
+        return f"kplr{number:09d}"
+    if mission == "K2":
+        return f"ktwo{number:09d}"
+    return str(number)
+
+
+def _wanted(product_type: str | None, products: Sequence[str]) -> bool:
+    if product_type is None:
+        return False
+    return any(
+        product_type == p or (p == "hlsp" and product_type.startswith("hlsp-")) for p in products
+    )
+
+
+def _wants_hlsp(products: Sequence[str]) -> bool:
+    return any(p == "hlsp" or p.startswith("hlsp-") for p in products)
+
+
+def planet_host_ids(client: MastClient, mission: str) -> list[tuple[str, int]]:
+    """Catalogue IDs of a mission's confirmed planet hosts (NASA Exoplanet Archive).
+
+    Kepler hosts come from ``keplernames`` (KIC), K2 hosts from ``k2names`` (EPIC), TESS
+    hosts from ``pscomppars`` (TIC of planets discovered by TESS).
+    """
+    column = PLANET_HOST_TABLES[mission][1]
+    ids: set[int] = set()
+    for row in client.planet_hosts(mission):
+        match = re.search(r"(\d+)", str(row.get(column) or ""))
+        if match:
+            ids.add(int(match.group(1)))
+    return [(mission, number) for number in sorted(ids)]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Query:
+    criteria: dict[str, Any]
+    what: str
+    labels: dict[str, str]  # MAST target_name → target text ("" key: one target for all)
+
+
+def _queries(
+    targets: Sequence[Target],
+    client: MastClient,
+    missions: tuple[str, ...],
+    products: Sequence[str],
+    radius_arcsec: float,
+    warnings: list[str],
+) -> list[_Query]:
+    queries: list[_Query] = []
+    ids: dict[str, list[Target]] = {}
+    for target in targets:
+        if target.kind == "hosts":
+            for mission, number in planet_host_ids(client, str(target.mission)):
+                text = f"{target.text}:{mission_id_name(mission, number)}"
+                ids.setdefault(mission, []).append(Target(text, "id", mission, number))
+        elif target.kind == "id":
+            if target.mission in missions:
+                ids.setdefault(str(target.mission), []).append(target)
+        else:
+            if target.kind == "name":
+                try:
+                    ra, dec = client.resolve_name(target.text)
+                except DiscoveryError as exc:
+                    warnings.append(str(exc))
+                    continue
+            else:
+                ra, dec = float(target.ra or 0.0), float(target.dec or 0.0)
+            radius = target.radius_arcsec or radius_arcsec
+            # All three missions, whatever is kept: one cached answer serves every filter.
+            collections = list(MISSIONS) + (["HLSP"] if _wants_hlsp(products) else [])
+            criteria = {
+                "coordinates": f"{ra:.6f} {dec:.6f}",
+                "radius": f"{radius / 3600:.6f} deg",
+                "obs_collection": collections,
+                "dataproduct_type": "timeseries",
+            }
+            queries.append(_Query(criteria, target.text, {"": target.text}))
+    batch_size = client.settings.query_batch
+    for mission, mission_targets in sorted(ids.items()):
+        for first in range(0, len(mission_targets), batch_size):
+            batch = mission_targets[first : first + batch_size]
+            labels = {mast_target_name(mission, int(t.number or 0)): t.text for t in batch}
+            criteria = {
+                "obs_collection": mission,
+                "dataproduct_type": "timeseries",
+                "target_name": sorted(labels),
+            }
+            what = f"{mission} IDs {batch[0].text} .. {batch[-1].text} ({len(batch)})"
+            queries.append(_Query(criteria, what, labels))
+    return queries
+
+
+_ID_PREFIX = {"Kepler": "KIC", "K2": "EPIC", "TESS": "TIC"}
+
+
+def mission_id_name(mission: str, number: int) -> str:
+    """``KIC n``, ``EPIC n`` or ``TIC n``."""
+    return f"{_ID_PREFIX[mission]} {number}"
+
+
+def discover_mast(
+    targets: Sequence[Target],
+    client: MastClient,
+    *,
+    missions: Sequence[str] = MISSIONS,
+    products: Sequence[str] = DEFAULT_PRODUCTS,
+    radius_arcsec: float = 10.0,
+) -> tuple[pd.DataFrame, list[str]]:
+    """Discovery through MAST: targets → observations → products → cloud URIs, batched.
+
+    Catalogue IDs are asked for ``client.settings.query_batch`` at a time (one
+    ``query_criteria`` per mission and batch); names are resolved and, like cones, searched
+    by position; product lists are fetched ``product_batch`` observations at a time and
+    de-duplicated by file name; mission products get their S3 URI from the public key
+    layout, other products (HLSPs) from MAST's batched path lookup. At most
+    ``client.settings.concurrency`` calls are in flight; every answer is cached.
+
+    Returns
+    -------
+    manifest : DataFrame
+    warnings : list of str
+        One per target that failed or found nothing (the others still land in the manifest).
+    """
+    missions = tuple(missions)
+    warnings: list[str] = []
+    queries = _queries(targets, client, missions, products, radius_arcsec, warnings)
+
+    by_obsid: dict[str, tuple[dict[str, Any], str]] = {}  # obsid → observation, target text
+    with ThreadPoolExecutor(max_workers=client.settings.concurrency) as pool:
+        answers = [(q, pool.submit(client.query_criteria, q.criteria, q.what)) for q in queries]
+        for query, answer in answers:
+            try:
+                observations = answer.result()
+            except DiscoveryError as exc:
+                warnings.append(str(exc))
+                continue
+            if not observations:
+                warnings.append(f"{query.what}: MAST has no time-series observations")
+            for obs in observations:
+                text = query.labels.get("") or query.labels.get(str(obs.get("target_name")), "")
+                by_obsid.setdefault(str(obs.get("obsid")), (obs, text))
+
+    obsids = sorted(by_obsid)
+    step = client.settings.product_batch
+    batches = [obsids[i : i + step] for i in range(0, len(obsids), step)]
+    products_by_name: dict[str, dict[str, Any]] = {}  # de-duplicated by file name
+    with ThreadPoolExecutor(max_workers=client.settings.concurrency) as pool:
+        lists = [
+            pool.submit(client.product_list, batch, f"products of {len(batch)} observations")
+            for batch in batches
+        ]
+        for product_list in lists:
+            try:
+                rows = product_list.result()
+            except DiscoveryError as exc:
+                warnings.append(str(exc))
+                continue
+            for product in rows:
+                name = str(product.get("productFilename") or "")
+                if name and _wanted(product_type_of(name), products):
+                    products_by_name.setdefault(name, product)
+
+    unmapped = sorted(
+        {str(p["dataURI"]) for n, p in products_by_name.items() if layout_key(n) is None}
+    )
+    cloud_paths: dict[str, str | None] = {}
+    for first in range(0, len(unmapped), 50):
+        chunk = unmapped[first : first + 50]
+        try:
+            paths = client.relative_paths(chunk, f"cloud paths of {len(chunk)} HLSPs")
+            cloud_paths.update(zip(chunk, paths, strict=True))
+        except DiscoveryError as exc:
+            warnings.append(str(exc))
+
+    rows_out = []
+    for name, product in sorted(products_by_name.items()):
+        parent = str(product.get("parent_obsid") or product.get("obsID"))
+        obs, text = by_obsid.get(parent) or by_obsid.get(str(product.get("obsID")), ({}, ""))
+        data_uri = str(product.get("dataURI") or "")
+        key = layout_key(name) or cloud_paths.get(data_uri)
+        facts = parse_product_key(name) or _hlsp_facts(name, obs)
+        if facts["mission"] not in missions:
+            continue
+        rows_out.append(
+            {
+                **facts,
+                "target": text or facts.get("target", ""),
+                "s3_uri": f"{PUBLIC_ARCHIVE}/{key}" if key else "",
+                "https_url": f"{MAST_DOWNLOAD}{data_uri}" if data_uri else "",
+                "size": product.get("size"),
+                "ra": obs.get("s_ra"),
+                "dec": obs.get("s_dec"),
+                "source": "mast",
+            }
+        )
+    found = {row["target"] for row in rows_out}
+    for target in targets:
+        if (
+            target.kind in ("name", "cone")
+            and target.text not in found
+            and not any(target.text in w for w in warnings)
+        ):
+            warnings.append(f"{target.text}: no {', '.join(products)} products at MAST")
+    for message in warnings:
+        logger.info("%s", message)
+    return manifest_frame(rows_out), warnings
+
+
+def _hlsp_facts(name: str, observation: Mapping[str, Any]) -> dict[str, Any]:
+    """Mission and star ID of a high-level science product, from its file name."""
+    parts = name.lower().split("_")
+    if "tess" in parts or "tess" in parts[1]:
+        mission = "TESS"
+    elif "k2" in parts or "k2" in parts[1]:
+        mission = "K2"
+    elif "kepler" in parts:
+        mission = "Kepler"
+    else:
+        mission = str(observation.get("obs_collection") or "")
+    digits = re.search(r"(\d{7,})", name)
+    facts: dict[str, Any] = {"mission": mission, "product_type": product_type_of(name)}
+    if digits and mission in _ID_PREFIX:
+        number = int(digits.group(1))
+        facts[{"Kepler": "kic", "K2": "epic", "TESS": "tic"}[mission]] = number
+        facts["target"] = mission_id_name(mission, number)
+    return facts
+
+
+# ------------------------------------------------------------------------------ the API
+
+
+def discover(
+    targets: Sequence[str] = (),
+    *,
+    via: str = "auto",
+    archive: str = PUBLIC_ARCHIVE,
+    prefixes: Sequence[str] = (),
+    missions: Sequence[str] | None = None,
+    products: Sequence[str] | None = None,
+    radius_arcsec: float = 10.0,
+    mast: MastClient | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> tuple[pd.DataFrame, list[str]]:
+    """Targets to a manifest of light-curve products.
+
+    Parameters
+    ----------
+    targets : sequence of str
+        ``KIC n``, ``EPIC n``, ``TIC n``, ``ra,dec[,radius_arcsec]``, ``hosts:kepler|k2|tess``
+        (confirmed planet hosts, NASA Exoplanet Archive) or names MAST resolves (``HAT-P-7``).
+    via : {"auto", "mast", "archive"}
+        ``auto``: catalogue IDs (and planet hosts' IDs) are found in the bucket itself from
+        the public key layout — no MAST call — names and cones through MAST. ``mast``:
+        everything through MAST. ``archive``: no MAST call at all (names and cones are
+        reported as unsupported).
+    archive : str
+        Bucket (or local folder) with the public layout, for archive-native discovery.
+    prefixes : sequence of str
+        Prefixes to list in bulk (``s3://stpubdata/k2/public/lightcurves/c3/``).
+    missions : sequence of str, optional
+        Keep these missions only.
+    products : sequence of str, optional
+        Product types to keep (``kepler-lc``, ``tess-spoc-20s``, ``hlsp`` for every HLSP, ...);
+        by default every mission pipeline light curve.
+    radius_arcsec : float
+        Search radius for names and cones without their own.
+    mast : MastClient, optional
+        Cached MAST access (default settings when needed and not given).
+    storage_options : mapping, optional
+        fsspec options for the archive (anonymous, ``AWS_ENDPOINT_URL_S3`` by default).
+
+    Returns
+    -------
+    manifest : DataFrame
+    warnings : list of str
+        One per target or prefix that failed or found nothing; the rest is in the manifest.
+
+    Raises
+    ------
+    ConfigError
+        For a malformed target or an unknown mission, product type or ``via``.
+    """
+    if via not in ("auto", "mast", "archive"):
+        raise ConfigError(f"via must be auto, mast or archive; got {via!r}")
+    wanted_missions = check_mission_names(missions) if missions else MISSIONS
+    wanted_products = tuple(products) if products else DEFAULT_PRODUCTS
+    known = set(DEFAULT_PRODUCTS) | {"hlsp"}
+    unknown = [p for p in wanted_products if p not in known and not p.startswith("hlsp-")]
+    if unknown:
+        raise ConfigError(f"unknown product type(s) {unknown}; use {sorted(known)} or hlsp-NAME")
+    parsed = [parse_target(t) for t in targets]
+    frames: list[pd.DataFrame] = []
+    warnings: list[str] = []
+    native = [t for t in parsed if t.kind == "id"] if via != "mast" else []
+    if via == "auto":
+        client = mast or MastClient()
+        for target in [t for t in parsed if t.kind == "hosts"]:
+            try:
+                native += [
+                    Target(f"{target.text}:{mission_id_name(m, n)}", "id", m, n)
+                    for m, n in planet_host_ids(client, str(target.mission))
+                ]
+            except DiscoveryError as exc:
+                warnings.append(f"{target.text}: {exc}")
+    through_mast = [
+        t for t in parsed if t not in native and (via == "mast" or t.kind in ("name", "cone"))
+    ]
+    if via == "archive":
+        warnings += [
+            f"{t.text}: a {t.kind} needs MAST (use --via auto or mast)"
+            for t in parsed
+            if t.kind != "id"
+        ]
+        through_mast = []
+    native = [t for t in native if t.mission in wanted_missions]
+    if native:
+        frame, messages = discover_ids(
+            [(str(t.mission), int(t.number or 0)) for t in native], archive, storage_options
+        )
+        labels = {(str(t.mission), int(t.number or 0)): t.text for t in native}
+        if len(frame):
+            frame["target"] = [
+                labels.get((m, int(i)), frame_target)
+                for m, i, frame_target in zip(
+                    frame["mission"], _catalogue_ids(frame), frame["target"], strict=True
+                )
+            ]
+        frames.append(frame)
+        warnings += messages
+    if through_mast:
+        frame, messages = discover_mast(
+            through_mast,
+            mast or MastClient(),
+            missions=wanted_missions,
+            products=wanted_products,
+            radius_arcsec=radius_arcsec,
+        )
+        frames.append(frame)
+        warnings += messages
+    for prefix in prefixes:
+        try:
+            frames.append(list_archive(prefix, storage_options))
+        except DiscoveryError as exc:
+            warnings.append(str(exc))
+    rows = pd.concat(frames).to_dict("records") if frames else []
+    manifest = manifest_frame(rows)
+    keep = manifest["mission"].isin(wanted_missions).to_numpy() & np.array(
+        [_wanted(p, wanted_products) for p in manifest["product_type"]], dtype=bool
+    )
+    return manifest.loc[keep].reset_index(drop=True), warnings
+
+
+def _catalogue_ids(frame: pd.DataFrame) -> list[int]:
+    ids = frame[["kic", "epic", "tic"]].astype("Float64").fillna(-1).max(axis=1)
+    return [int(v) for v in ids]

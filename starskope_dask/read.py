@@ -132,11 +132,12 @@ class FitsHeader(Mapping[str, Any]):
         The header's cards, up to and including ``END``.
     """
 
-    __slots__ = ("_astropy", "_text", "_where")
+    __slots__ = ("_astropy", "_parsed", "_text", "_where")
 
     def __init__(self, text: str) -> None:
         self._text = text
         self._where: dict[str, int] = {}
+        self._parsed: dict[str, Any] = {}
         self._astropy: fits.Header | None = None
         for start in range(0, len(text), CARD):
             if text[start + 8 : start + 10] == "= ":
@@ -181,16 +182,29 @@ class FitsHeader(Mapping[str, Any]):
         return self.to_astropy().get(keyword)
 
     def __getitem__(self, keyword: str) -> Any:
-        keyword = keyword.upper()
         try:
-            start = self._where[keyword]
+            return self._parsed[keyword]
         except KeyError:
-            if keyword.startswith("HIERARCH") and "HIERARCH" in self._where:
-                value = self._astropy_value(keyword.removeprefix("HIERARCH").strip())
+            pass
+        name = keyword.upper()
+        try:
+            start = self._where[name]
+        except KeyError:
+            if name.startswith("HIERARCH") and "HIERARCH" in self._where:
+                value = self._astropy_value(name.removeprefix("HIERARCH").strip())
                 if value is not None:
                     return value
             raise KeyError(keyword) from None
-        return self._parse(keyword, start)
+        value = self._parse(name, start)
+        self._parsed[keyword] = value
+        return value
+
+    def get(self, keyword: str, default: Any = None) -> Any:
+        """The keyword's value, or ``default`` when the header lacks it."""
+        try:
+            return self[keyword]
+        except KeyError:
+            return default
 
     def __contains__(self, keyword: object) -> bool:
         return isinstance(keyword, str) and keyword.upper() in self._where
@@ -376,11 +390,17 @@ def table_columns(hdu: Hdu) -> dict[str, _Column]:
 
 
 def read_columns(
-    url: str, data: bytes | memoryview, hdu: Hdu, names: list[str]
+    url: str,
+    data: bytes | memoryview,
+    hdu: Hdu,
+    names: list[str],
+    dtypes: Mapping[str, npt.DTypeLike] | None = None,
 ) -> dict[str, npt.NDArray[Any]]:
     """Read the named columns of a binary table as native-endian arrays (scaled, nulls NaN).
 
-    Only the named columns are converted; the rest of the table is never touched.
+    Only the named columns are converted; the rest of the table is never touched. A column
+    named in ``dtypes`` without scaling or nulls is converted straight to that type (one
+    copy out of the table's rows).
     """
     columns = hdu.columns
     row_bytes = int(hdu.header.get("NAXIS1", 0))
@@ -401,6 +421,10 @@ def read_columns(
     out: dict[str, npt.NDArray[Any]] = {}
     for column, name in zip(wanted, names, strict=True):
         values = rows[column.name]
+        plain = column.scale == 1.0 and column.zero == 0.0 and column.null is None
+        if dtypes is not None and name in dtypes and plain:
+            out[name] = values.astype(dtypes[name])
+            continue
         native = values.astype(values.dtype.newbyteorder("="), copy=True)
         if column.dtype.kind in "iu":
             if column.scale != 1.0 or column.zero != 0.0 or column.null is not None:
@@ -630,6 +654,12 @@ def _time_reference(
 # ------------------------------------------------------------------------ parse & read
 
 
+def _as_int32(values: npt.NDArray[Any]) -> npt.NDArray[np.int32]:
+    if values.dtype == np.int32:
+        return values
+    return np.nan_to_num(values).astype(np.int32)
+
+
 def parse_light_curve(url: str, data: bytes, config: ReadConfig | None = None) -> LightCurve:
     """Parse a product's (decompressed) bytes into a light curve.
 
@@ -658,7 +688,12 @@ def parse_light_curve(url: str, data: bytes, config: ReadConfig | None = None) -
         mission = identify_mission(url, headers)
         names = [plan.time, plan.flux]
         names += [n for n in (plan.flux_err, plan.quality) if n is not None]
-        columns = read_columns(url, data, plan.hdu, names)
+        wanted: dict[str, npt.DTypeLike] = {
+            n: np.float64 for n in (plan.flux, plan.flux_err) if n is not None
+        }
+        if plan.quality is not None and plan.hdu.columns[plan.quality.upper()].dtype.kind in "iu":
+            wanted[plan.quality] = np.int32
+        columns = read_columns(url, data, plan.hdu, names, wanted)
         raw_time = columns[plan.time]
         if raw_time.ndim == 2 and raw_time.shape[1] == 2:
             # astropy-serialised Time column (jd1, jd2), as lightkurve writes it.
@@ -675,7 +710,7 @@ def parse_light_curve(url: str, data: bytes, config: ReadConfig | None = None) -
             else np.full(flux.shape, np.nan)
         )
         quality = (
-            np.nan_to_num(columns[plan.quality]).astype(np.int32).reshape(-1)
+            _as_int32(columns[plan.quality]).reshape(-1)
             if plan.quality is not None
             else np.zeros(flux.shape, np.int32)
         )

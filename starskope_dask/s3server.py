@@ -130,7 +130,10 @@ def _seaweedfs_server(timeout: float = 60.0) -> Iterator[str]:
             args += [f"-{role}.port={port}", f"-{role}.port.grpc={grpc[role]}"]
         log_path = Path(data_dir) / "weed.log"
         with open(log_path, "wb") as log:
-            process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+            # SeaweedFS turns on authentication when it finds AWS credentials in its
+            # environment (and then refuses anonymous reads): start it without them.
+            env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+            process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
         endpoint = f"http://127.0.0.1:{ports['s3']}"
         try:
             deadline = time.monotonic() + timeout

@@ -32,6 +32,7 @@ import numpy.typing as npt
 import pandas as pd
 from astropy.io import fits
 
+from starskope_dask.discover import layout_key
 from starskope_dask.errors import SimulationError
 from starskope_dask.fetch import filesystem, local_path, url_protocol
 
@@ -672,25 +673,22 @@ def product_fits(star: SimStar, segment: Segment, columns: Mapping[str, npt.NDAr
     return buffer.getvalue()
 
 
+def product_file_name(star: SimStar, segment: Segment) -> str:
+    """The product's file name, as the mission pipelines name them."""
+    if segment.mission == "Kepler":
+        return f"kplr{star.kic:09d}-{segment.timestamp}_llc.fits"
+    if segment.mission == "K2":
+        return f"ktwo{int(star.epic or 0)}-c{segment.number:02d}_llc.fits"
+    sector = f"s{segment.number:04d}"
+    return f"tess{segment.timestamp}-{sector}-{star.tic:016d}-{120 + segment.number:04d}-s_lc.fits"
+
+
 def product_key(star: SimStar, segment: Segment) -> str:
     """The product's key under the public archive layout (bucket-relative)."""
-    if segment.mission == "Kepler":
-        kic9 = f"{star.kic:09d}"
-        return (
-            f"kepler/public/lightcurves/{kic9[:4]}/{kic9}/kplr{kic9}-{segment.timestamp}_llc.fits"
-        )
-    if segment.mission == "K2":
-        epic = int(star.epic or 0)
-        return (
-            f"k2/public/lightcurves/c{segment.number}/{epic // 100000 * 100000}/"
-            f"{epic % 100000 // 1000 * 1000:05d}/ktwo{epic}-c{segment.number:02d}_llc.fits"
-        )
-    tic16 = f"{star.tic:016d}"
-    sector = f"s{segment.number:04d}"
-    return (
-        f"tess/public/tid/{sector}/{tic16[0:4]}/{tic16[4:8]}/{tic16[8:12]}/{tic16[12:16]}/"
-        f"tess{segment.timestamp}-{sector}-{tic16}-{120 + segment.number:04d}-s_lc.fits"
-    )
+    key = layout_key(product_file_name(star, segment))
+    if key is None:  # pragma: no cover - every simulated name follows the layout
+        raise SimulationError(f"no archive key for {product_file_name(star, segment)}")
+    return key
 
 
 # --------------------------------------------------------------------------- writing
