@@ -290,17 +290,26 @@ def list_archive(prefix_url: str, storage_options: Mapping[str, Any] | None = No
     return manifest_frame(rows)
 
 
-def star_prefixes(mission: str, catalogue_id: int, archive: str = PUBLIC_ARCHIVE) -> list[str]:
-    """Prefixes (or glob patterns) under which a star's products live in the public layout."""
-    base = archive.rstrip("/")
+def star_directories(mission: str, catalogue_id: int, segments: Sequence[str]) -> list[str]:
+    """Bucket-relative folders that hold a star's products in the public layout.
+
+    Kepler: one folder per star. K2 and TESS: one per campaign or sector folder in
+    ``segments`` (``c4``, ``s0014``, ...): K2 folders hold a thousand EPIC IDs' files, TESS
+    folders one TIC's, so a K2 folder listed once serves every requested star in it.
+    """
     if mission == "Kepler":
         kic9 = f"{catalogue_id:09d}"
-        return [f"{base}/kepler/public/lightcurves/{kic9[:4]}/{kic9}/"]
+        return [f"kepler/public/lightcurves/{kic9[:4]}/{kic9}/"]
     if mission == "K2":
         sub = f"{catalogue_id // 100000 * 100000}/{catalogue_id % 100000 // 1000 * 1000:05d}"
-        return [f"{base}/k2/public/lightcurves/c*/{sub}/ktwo{catalogue_id}-*"]
+        return [f"k2/public/lightcurves/{c}/{sub}/" for c in segments]
     tic16 = f"{catalogue_id:016d}"
-    return [f"{base}/tess/public/tid/s*/{tic16[0:4]}/{tic16[4:8]}/{tic16[8:12]}/{tic16[12:16]}/"]
+    tail = f"{tic16[0:4]}/{tic16[4:8]}/{tic16[8:12]}/{tic16[12:16]}/"
+    return [f"tess/public/tid/{s}/{tail}" for s in segments]
+
+
+SEGMENT_FOLDERS = {"K2": "k2/public/lightcurves/", "TESS": "tess/public/tid/"}
+_ID_COLUMN = {"Kepler": "kic", "K2": "epic", "TESS": "tic"}
 
 
 def discover_ids(
@@ -308,9 +317,13 @@ def discover_ids(
     archive: str = PUBLIC_ARCHIVE,
     storage_options: Mapping[str, Any] | None = None,
     *,
-    concurrency: int = 16,
+    concurrency: int = 32,
 ) -> tuple[pd.DataFrame, list[str]]:
     """Archive-native discovery: the products of catalogue IDs, from the key layout alone.
+
+    The campaign and sector folders are listed once; then every folder that can hold a
+    requested star's products is listed once (``concurrency`` listings in flight), however
+    many requested stars share it. No MAST call.
 
     Parameters
     ----------
@@ -332,56 +345,67 @@ def discover_ids(
     protocol = url_protocol(archive)
     fs = filesystem(protocol, storage_options) if protocol != "file" else filesystem("file")
     scheme = "" if protocol == "file" else f"{protocol}://"
+    root = (str(local_path(archive)) if protocol == "file" else archive.split("://", 1)[1]).rstrip(
+        "/"
+    )
+    messages: list[str] = []
 
-    def strip(url: str) -> str:
-        return str(local_path(url)) if protocol == "file" else url.split("://", 1)[1]
-
-    def find(item: tuple[str, int]) -> tuple[tuple[str, int], list[str], str | None]:
-        mission, number = item
-        paths: list[str] = []
+    def listing(folder: str) -> tuple[str, list[str], str | None]:
         try:
-            for prefix in star_prefixes(mission, number, archive):
-                pattern = strip(prefix)
-                if "*" in pattern:
-                    paths += fs.glob(pattern.rstrip("/") + ("/*" if pattern.endswith("/") else ""))
-                else:
-                    paths += fs.find(pattern.rstrip("/"))
+            return folder, list(fs.ls(f"{root}/{folder}", detail=False)), None
         except FileNotFoundError:
-            pass
+            return folder, [], None
         except Exception as exc:
-            return (
-                item,
-                [],
-                f"{mission_id_name(mission, number)}: cannot list the archive "
-                f"({type(exc).__name__}: {exc})",
-            )
-        return item, paths, None
+            return folder, [], f"cannot list {scheme}{root}/{folder}: {type(exc).__name__}: {exc}"
 
-    rows, messages = [], []
+    segments: dict[str, list[str]] = {}
+    for mission, folder in SEGMENT_FOLDERS.items():
+        if any(m == mission for m, _ in ids):
+            _, entries, error = listing(folder)
+            if error:
+                messages.append(error)
+            segments[mission] = sorted(
+                name
+                for name in (e.rstrip("/").rsplit("/", 1)[-1] for e in entries)
+                if re.fullmatch(r"[cs]\d+", name)
+            )
+    folders: dict[str, list[tuple[str, int]]] = {}
+    for mission, number in dict.fromkeys(ids):
+        for folder in star_directories(mission, number, segments.get(mission, [])):
+            folders.setdefault(folder, []).append((mission, number))
+    found: dict[tuple[str, int], list[str]] = {item: [] for item in ids}
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        for (mission, number), paths, error in pool.map(find, ids):
+        for folder, entries, error in pool.map(listing, sorted(folders)):
             if error:
                 messages.append(error)
                 continue
-            found = 0
-            for path in sorted(paths):
-                facts = parse_product_key(path)
-                if facts is None or facts["mission"] != mission:
+            wanted = dict.fromkeys(folders[folder])
+            for entry in entries:
+                facts = parse_product_key(entry)
+                if facts is None:
                     continue
-                uri = f"{scheme}{path}"
-                rows.append(
-                    {
-                        **facts,
-                        "s3_uri": uri,
-                        "https_url": https_url(uri),
-                        "source": "archive-layout",
-                    }
+                key = (
+                    facts["mission"],
+                    facts[{"Kepler": "kic", "K2": "epic", "TESS": "tic"}[facts["mission"]]],
                 )
-                found += 1
-            if not found:
-                messages.append(
-                    f"{mission_id_name(mission, number)}: no light-curve products in {archive}"
-                )
+                if key in wanted:
+                    found[key].append(entry)
+    rows = []
+    for (mission, number), paths in found.items():
+        if not paths:
+            messages.append(
+                f"{mission_id_name(mission, number)}: no light-curve products in {archive}"
+            )
+        for path in sorted(paths):
+            uri = f"{scheme}{path}"
+            rows.append(
+                {
+                    **(parse_product_key(path) or {}),
+                    "s3_uri": uri,
+                    "https_url": https_url(uri),
+                    "source": "archive-layout",
+                }
+            )
     for message in messages:
         logger.info("%s", message)
     return manifest_frame(rows), messages
@@ -720,7 +744,7 @@ def _hlsp_facts(name: str, observation: Mapping[str, Any]) -> dict[str, Any]:
     facts: dict[str, Any] = {"mission": mission, "product_type": product_type_of(name)}
     if digits and mission in _ID_PREFIX:
         number = int(digits.group(1))
-        facts[{"Kepler": "kic", "K2": "epic", "TESS": "tic"}[mission]] = number
+        facts[_ID_COLUMN[mission]] = number
         facts["target"] = mission_id_name(mission, number)
     return facts
 
