@@ -377,7 +377,9 @@ def discover_ids(
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         for folder, entries, error in pool.map(listing, sorted(folders)):
             if error:
-                messages.append(error)
+                names = [mission_id_name(m, n) for m, n in folders[folder]]
+                more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+                messages.append(f"{', '.join(names[:3])}{more}: {error}")
                 continue
             wanted = dict.fromkeys(folders[folder])
             for entry in entries:

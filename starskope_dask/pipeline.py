@@ -182,19 +182,17 @@ def read_partition(
 
 @dataclasses.dataclass(frozen=True)
 class ChunkTask:
-    """Everything one write-pass task needs: one star chunk and its products."""
+    """Everything one write-pass task needs: one star chunk, its products, and how to read
+    any that were not staged.
+    """
 
-    store: str
+    io: ReadTask
     chunk: int
     star_start: int
     star_stop: int
     urls: tuple[str, ...]
     stars: tuple[int, ...]
     layout: CubeLayout
-    read: ReadConfig
-    source_options: Mapping[str, Any] | None
-    store_options: Mapping[str, Any] | None
-    concurrency: int
 
 
 def _staged_products(
@@ -202,9 +200,9 @@ def _staged_products(
 ) -> Iterator[tuple[int, dict[str, Any], GriddedFlux]]:
     """A chunk's products from their staged copies; any not staged are read from source."""
     staged = fetch_many(
-        [staged_url(task.store, u) for u in task.urls],
-        task.store_options,
-        concurrency=task.concurrency,
+        [staged_url(task.io.store, u) for u in task.urls],
+        task.io.store_options,
+        concurrency=task.io.concurrency,
     )
     missing: list[int] = []
     for index, blob in enumerate(staged):
@@ -220,7 +218,7 @@ def _staged_products(
         logger.info("chunk %d: %d products not staged; reading them", task.chunk, len(missing))
         urls = [task.urls[i] for i in missing]
         results = _read_and_grid(
-            urls, task.source_options, task.read, task.layout.grid, task.concurrency
+            urls, task.io.source_options, task.io.read, task.io.grid, task.io.concurrency
         )
         for index, (url, result) in zip(missing, results, strict=True):
             if isinstance(result, ProductError):
@@ -272,13 +270,13 @@ def ingest_chunk(task: ChunkTask) -> dict[str, Any]:
         row = task.stars[index] - task.star_start
         cells[MISSIONS.index(facts["mission"])].append((cadence, task.urls[index], row, gridded))
         stored.append(task.urls[index])
-    write_regions(task.store, _blocks(task, cells), task.store_options)
+    write_regions(task.io.store, _blocks(task, cells), task.io.store_options)
     record = {
         "chunk": task.chunk,
         "products": sorted(stored),
         "failures": sorted(failures, key=lambda f: f["url"]),
     }
-    write_done_marker(task.store, task.chunk, record, task.store_options)
+    write_done_marker(task.io.store, task.chunk, record, task.io.store_options)
     return record
 
 
@@ -416,15 +414,15 @@ def _ingest(
         new_urls = [u for u in urls if u not in known]
         header_rows: list[dict[str, Any]] = []
         read_started = time.perf_counter()
+        read_task = ReadTask(
+            store=store,
+            read=config.read,
+            grid=config.grid,
+            source_options=source_options,
+            store_options=store_options,
+            concurrency=config.fetch_concurrency,
+        )
         if new_urls:
-            read_task = ReadTask(
-                store=store,
-                read=config.read,
-                grid=config.grid,
-                source_options=source_options,
-                store_options=store_options,
-                concurrency=config.fetch_concurrency,
-            )
             staged = frozenset(list_staged(store, store_options))
             size = max(1, min(256, math.ceil(len(new_urls) / (4 * _n_workers(client)))))
             bag = db.from_sequence(new_urls, partition_size=size).map_partitions(
@@ -463,17 +461,13 @@ def _ingest(
                     continue
             tasks.append(
                 ChunkTask(
-                    store=store,
+                    io=read_task,
                     chunk=chunk,
                     star_start=chunk * config.star_chunk,
                     star_stop=min((chunk + 1) * config.star_chunk, len(stars)),
                     urls=group_urls,
                     stars=tuple(int(s) for s in group["star"]),
                     layout=layout,
-                    read=config.read,
-                    source_options=source_options,
-                    store_options=store_options,
-                    concurrency=config.fetch_concurrency,
                 )
             )
         records: list[dict[str, Any]] = []

@@ -326,3 +326,15 @@ def test_astroquery_backend_through_astroquerys_mocked_request_layer(
     assert observations and {"obsid", "s_ra", "s_dec", "target_name"} <= set(observations[0])
     assert products and {"productFilename", "dataURI", "size"} <= set(products[0])
     json.dumps([observations, products])  # plain Python values: cacheable as they are
+
+
+def test_an_unreachable_bucket_is_a_warning_naming_the_targets() -> None:
+    dead = {
+        "anon": True,
+        "client_kwargs": {"endpoint_url": "http://127.0.0.1:9"},
+        "config_kwargs": {"connect_timeout": 1, "retries": {"max_attempts": 1}},
+        "retries": 1,
+    }
+    frame, warnings = discover(["KIC 10666592"], storage_options=dead)
+    assert frame.empty
+    assert any("KIC 10666592" in w and "cannot list" in w for w in warnings), warnings

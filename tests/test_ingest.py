@@ -174,23 +174,39 @@ def test_new_products_update_only_affected_chunks(
     np.testing.assert_array_equal(a["flux"].values[:, order_a], b["flux"].values[:, order_b])
 
 
-def test_kill_minus_9_and_rerun(sim_archive: Path, tmp_path: Path) -> None:
+def cli_ingest_setup(sim_archive: Path, tmp_path: Path) -> tuple[str, Path, dict[str, str]]:
+    """A manifest of the simulated archive, a store path, and an env with 2-star chunks."""
     manifest = str(tmp_path / "m.parquet")
     write_manifest(list_archive(str(sim_archive)), manifest)
-    store = tmp_path / "killed.zarr"
     env = {**os.environ, "DASK_STARSKOPE__INGEST__STAR_CHUNK": "2"}
-    command = [
-        sys.executable,
-        "-m",
-        "starskope_dask.cli",
-        "ingest",
-        manifest,
-        "--store",
-        str(store),
-        "--workers",
-        "1",
-        "-q",
-    ]
+    return manifest, tmp_path / "cube.zarr", env
+
+
+def ingest_command(manifest: str, store: Path) -> list[str]:
+    """``starskope ingest`` in a process of its own, one worker, quiet."""
+    return [
+        sys.executable, "-m", "starskope_dask.cli", "ingest", manifest,
+        "--store", str(store), "--workers", "1", "-q",
+    ]  # fmt: skip
+
+
+def assert_same_as_a_clean_ingest(
+    manifest: str, store: Path, tmp_path: Path, env: dict[str, str]
+) -> None:
+    """The store holds what an uninterrupted ingest of the manifest makes."""
+    reference = tmp_path / "reference.zarr"
+    clean = subprocess.run(
+        ingest_command(manifest, reference), env=env, capture_output=True, text=True, timeout=300
+    )
+    assert clean.returncode == 0, clean.stdout
+    a, b = open_cube(str(store)), open_cube(str(reference))
+    np.testing.assert_array_equal(a["flux"].values, b["flux"].values)
+    np.testing.assert_array_equal(a["kic"].values, b["kic"].values)
+
+
+def test_kill_minus_9_and_rerun(sim_archive: Path, tmp_path: Path) -> None:
+    manifest, store, env = cli_ingest_setup(sim_archive, tmp_path)
+    command = ingest_command(manifest, store)
     process = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
     )
@@ -208,29 +224,12 @@ def test_kill_minus_9_and_rerun(sim_archive: Path, tmp_path: Path) -> None:
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     summary = json.loads(rerun.stdout.strip().splitlines()[-1])
     assert summary["n_chunks_skipped"] >= len(finished_before)  # finished chunks not re-read
-    reference = tmp_path / "reference.zarr"
-    clean = subprocess.run(
-        [*command[:5], "--store", str(reference), "--workers", "1", "-q"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert clean.returncode == 0, clean.stdout
-    a, b = open_cube(str(store)), open_cube(str(reference))
-    np.testing.assert_array_equal(a["flux"].values, b["flux"].values)
-    np.testing.assert_array_equal(a["kic"].values, b["kic"].values)
+    assert_same_as_a_clean_ingest(manifest, store, tmp_path, env)
 
 
 def test_two_ingests_started_at_once(sim_archive: Path, tmp_path: Path) -> None:
-    manifest = str(tmp_path / "m.parquet")
-    write_manifest(list_archive(str(sim_archive)), manifest)
-    store = tmp_path / "cube.zarr"
-    env = {**os.environ, "DASK_STARSKOPE__INGEST__STAR_CHUNK": "2"}
-    command = [
-        sys.executable, "-m", "starskope_dask.cli", "ingest", manifest,
-        "--store", str(store), "--workers", "1", "-q",
-    ]  # fmt: skip
+    manifest, store, env = cli_ingest_setup(sim_archive, tmp_path)
+    command = ingest_command(manifest, store)
     runs = [
         subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         for _ in range(2)
@@ -241,14 +240,7 @@ def test_two_ingests_started_at_once(sim_archive: Path, tmp_path: Path) -> None:
     assert codes == [0, 3], outputs
     refused = outputs[[run.returncode for run in runs].index(3)]
     assert "another ingest" in refused and str(store) in refused
-    reference = tmp_path / "reference.zarr"
-    clean = subprocess.run(
-        [*command[:5], "--store", str(reference), "--workers", "1", "-q"],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert clean.returncode == 0, clean.stdout
-    a, b = open_cube(str(store)), open_cube(str(reference))
-    np.testing.assert_array_equal(a["flux"].values, b["flux"].values)
+    assert_same_as_a_clean_ingest(manifest, store, tmp_path, env)
     assert not (store / "_starskope" / "lock.json").exists()
 
 
