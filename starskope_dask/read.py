@@ -201,6 +201,10 @@ class FitsHeader(Mapping[str, Any]):
 
     def get(self, keyword: str, default: Any = None) -> Any:
         """The keyword's value, or ``default`` when the header lacks it."""
+        if keyword in self._parsed:
+            return self._parsed[keyword]
+        if keyword.upper() not in self._where and "HIERARCH" not in self._where:
+            return default  # no exception raised and caught for the common miss
         try:
             return self[keyword]
         except KeyError:

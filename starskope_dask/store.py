@@ -113,13 +113,25 @@ def write_many(
     *,
     concurrency: int = 32,
 ) -> None:
-    """Write many small files (URLs of one store): concurrently on object stores."""
+    """Write many small files (URLs of one store): concurrently on object stores.
+
+    Not atomic on local disk (no temporary file and rename per file): what is written this
+    way must be recognisable when cut short, as staged products are (they carry their length).
+    """
     if not blobs:
         return
     first = next(iter(blobs))
     if url_protocol(first) == "file":
-        for url, data in blobs.items():
-            write_bytes(url, data, storage_options)
+        with store_io(first, "write"):
+            made: set[str] = set()
+            for url, data in blobs.items():
+                path = str(local_path(url))
+                folder = os.path.dirname(path)
+                if folder not in made:
+                    os.makedirs(folder, exist_ok=True)
+                    made.add(folder)
+                with open(path, "wb") as fh:
+                    fh.write(data)
         return
     with store_io(first, "write"):
         fs, _ = _fs(first, storage_options)
