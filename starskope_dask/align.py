@@ -220,17 +220,25 @@ def _star_table(
     missions: list[set[str]] = [
         set(str(m).split(",")) - {""} for m in existing["missions"].tolist()
     ] + [set() for _ in range(n_stars - len(existing))]
-    frame = products.assign(_star=star_rows)
-    for star, group in frame.groupby("_star", sort=True):
-        row = int(star)
-        if not np.isfinite(table.at[row, "ra"]):
-            table.at[row, "ra"] = float(np.nanmean(group["ra"].to_numpy(float)))
-            table.at[row, "dec"] = float(np.nanmean(group["dec"].to_numpy(float)))
-        for column in ID_COLUMNS:
-            ids = pd.to_numeric(group[column], errors="coerce").dropna()
-            if len(ids) and table.at[row, column] < 0:
-                table.at[row, column] = int(ids.iloc[0])
-        missions[row] |= set(group["mission"].astype(str))
+    frame = products[["ra", "dec", "mission", *ID_COLUMNS]].assign(_star=star_rows)
+    for column in (*ID_COLUMNS, "ra", "dec"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+    groups = frame.groupby("_star", sort=True)
+    rows = np.asarray(groups.size().index, dtype=np.int64)
+    for column in ("ra", "dec"):  # new stars: the mean position of their products
+        values = table[column].to_numpy(float, copy=True)
+        unset = ~np.isfinite(values[rows])
+        values[rows[unset]] = groups[column].mean().to_numpy(float)[unset]
+        table[column] = values
+    for column in ID_COLUMNS:  # an ID the star lacks: its products' first
+        values = table[column].to_numpy(np.int64, copy=True)
+        first = groups[column].first().to_numpy(float)
+        take = np.isfinite(first) & (values[rows] < 0)
+        values[rows[take]] = first[take].astype(np.int64)
+        table[column] = values
+    seen = frame[["_star", "mission"]].astype({"mission": str}).drop_duplicates()
+    for star, mission in zip(seen["_star"].to_numpy(), seen["mission"].to_numpy(), strict=True):
+        missions[int(star)].add(str(mission))
     order = {m: i for i, m in enumerate(MISSIONS)}
     table["missions"] = [",".join(sorted(m, key=lambda x: order.get(x, 9))) for m in missions]
     return table
