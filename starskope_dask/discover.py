@@ -31,10 +31,14 @@ logger = logging.getLogger(__name__)
 
 PUBLIC_ARCHIVE = "s3://stpubdata"
 MAST_HTTPS = "https://archive.stsci.edu/missions"
+MAST_DOWNLOAD = "https://mast.stsci.edu/api/v0.1/Download/file?uri="
 
 _KEPLER_KEY = re.compile(r"kplr(\d{9})-(\d{13})_(llc|slc)\.fits(\.gz)?$")
 _K2_KEY = re.compile(r"ktwo(\d{9})-c(\d{2,3})_(llc|slc)\.fits(\.gz)?$")
 _TESS_KEY = re.compile(r"tess(\d{13})-s(\d{4})-(\d{16})-(\d{4})-([a-z])_(lc|fast-lc)\.fits(\.gz)?$")
+_ID_PREFIX = {"Kepler": "KIC", "K2": "EPIC", "TESS": "TIC"}
+SEGMENT_FOLDERS = {"K2": "k2/public/lightcurves/", "TESS": "tess/public/tid/"}
+_ID_COLUMN = {"Kepler": "kic", "K2": "epic", "TESS": "tic"}
 _KEPLER_QUARTER_OF_STAMP = {
     "2009131105131": 0,
     "2009131110544": 0,
@@ -58,6 +62,26 @@ _KEPLER_QUARTER_OF_STAMP = {
 }
 
 
+def mission_id_name(mission: str, number: int) -> str:
+    """``KIC n``, ``EPIC n`` or ``TIC n``."""
+    return f"{_ID_PREFIX[mission]} {number}"
+
+
+def _key_facts(
+    mission: str, number: int, segment: int, cadence: str, product_type: str
+) -> dict[str, Any]:
+    facts: dict[str, Any] = dict.fromkeys(_ID_COLUMN.values())
+    facts[_ID_COLUMN[mission]] = number
+    facts.update(
+        mission=mission,
+        segment=segment,
+        cadence=cadence,
+        product_type=product_type,
+        target=mission_id_name(mission, number),
+    )
+    return facts
+
+
 def parse_product_key(uri: str) -> dict[str, Any] | None:
     """Mission, IDs, segment, cadence and product type from a product's key or file name.
 
@@ -66,41 +90,33 @@ def parse_product_key(uri: str) -> dict[str, Any] | None:
     name = uri.rsplit("/", 1)[-1]
     if match := _KEPLER_KEY.search(name):
         short = match.group(3) == "slc"
-        return {
-            "mission": "Kepler",
-            "kic": int(match.group(1)),
-            "epic": None,
-            "tic": None,
-            "segment": _KEPLER_QUARTER_OF_STAMP.get(match.group(2), -1),
-            "cadence": "short" if short else "long",
-            "product_type": "kepler-sc" if short else "kepler-lc",
-            "target": f"KIC {int(match.group(1))}",
-        }
+        segment = _KEPLER_QUARTER_OF_STAMP.get(match.group(2), -1)
+        cadence, kind = ("short", "kepler-sc") if short else ("long", "kepler-lc")
+        return _key_facts("Kepler", int(match.group(1)), segment, cadence, kind)
     if match := _K2_KEY.search(name):
         short = match.group(3) == "slc"
-        return {
-            "mission": "K2",
-            "kic": None,
-            "epic": int(match.group(1)),
-            "tic": None,
-            "segment": int(match.group(2)),
-            "cadence": "short" if short else "long",
-            "product_type": "k2-sc" if short else "k2-lc",
-            "target": f"EPIC {int(match.group(1))}",
-        }
+        cadence, kind = ("short", "k2-sc") if short else ("long", "k2-lc")
+        return _key_facts("K2", int(match.group(1)), int(match.group(2)), cadence, kind)
     if match := _TESS_KEY.search(name):
         fast = match.group(6) == "fast-lc"
-        return {
-            "mission": "TESS",
-            "kic": None,
-            "epic": None,
-            "tic": int(match.group(3)),
-            "segment": int(match.group(2)),
-            "cadence": "20s" if fast else "2min",
-            "product_type": "tess-spoc-20s" if fast else "tess-spoc-2min",
-            "target": f"TIC {int(match.group(3))}",
-        }
+        cadence, kind = ("20s", "tess-spoc-20s") if fast else ("2min", "tess-spoc-2min")
+        return _key_facts("TESS", int(match.group(3)), int(match.group(2)), cadence, kind)
     return None
+
+
+def star_folder(mission: str, number: int, segment_folder: str = "") -> str:
+    """The bucket-relative folder of a star's products for one campaign or sector folder
+    (``c4``, ``s0014``; Kepler folders are per star, not per quarter).
+    """
+    if mission == "Kepler":
+        kic9 = f"{number:09d}"
+        return f"kepler/public/lightcurves/{kic9[:4]}/{kic9}/"
+    if mission == "K2":
+        sub = f"{number // 100000 * 100000}/{number % 100000 // 1000 * 1000:05d}"
+        return f"{SEGMENT_FOLDERS['K2']}{segment_folder}/{sub}/"
+    tic16 = f"{number:016d}"
+    tail = f"{tic16[0:4]}/{tic16[4:8]}/{tic16[8:12]}/{tic16[12:16]}/"
+    return f"{SEGMENT_FOLDERS['TESS']}{segment_folder}/{tail}"
 
 
 def layout_key(filename: str) -> str | None:
@@ -114,20 +130,9 @@ def layout_key(filename: str) -> str | None:
     facts = parse_product_key(name)
     if facts is None:
         return None
-    if facts["mission"] == "Kepler":
-        kic9 = f"{facts['kic']:09d}"
-        return f"kepler/public/lightcurves/{kic9[:4]}/{kic9}/{name}"
-    if facts["mission"] == "K2":
-        epic = int(facts["epic"])
-        return (
-            f"k2/public/lightcurves/c{facts['segment']}/{epic // 100000 * 100000}/"
-            f"{epic % 100000 // 1000 * 1000:05d}/{name}"
-        )
-    tic16 = f"{facts['tic']:016d}"
-    return (
-        f"tess/public/tid/s{facts['segment']:04d}/"
-        f"{tic16[0:4]}/{tic16[4:8]}/{tic16[8:12]}/{tic16[12:16]}/{name}"
-    )
+    mission = facts["mission"]
+    segment = f"c{facts['segment']}" if mission == "K2" else f"s{facts['segment']:04d}"
+    return star_folder(mission, int(facts[_ID_COLUMN[mission]]), segment) + name
 
 
 def product_type_of(filename: str) -> str | None:
@@ -149,8 +154,8 @@ def https_url(s3_uri: str) -> str:
     mission, _, rest = key.partition("/public/")
     name = rest.rsplit("/", 1)[-1]
     if mission == "tess":
-        return f"https://mast.stsci.edu/api/v0.1/Download/file?uri=mast:TESS/product/{name}"
-    return f"{MAST_HTTPS}/{mission}/{rest.replace('lightcurves/', 'lightcurves/', 1)}"
+        return f"{MAST_DOWNLOAD}mast:TESS/product/{name}"
+    return f"{MAST_HTTPS}/{mission}/{rest}"
 
 
 def manifest_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
@@ -298,18 +303,8 @@ def star_directories(mission: str, catalogue_id: int, segments: Sequence[str]) -
     folders one TIC's, so a K2 folder listed once serves every requested star in it.
     """
     if mission == "Kepler":
-        kic9 = f"{catalogue_id:09d}"
-        return [f"kepler/public/lightcurves/{kic9[:4]}/{kic9}/"]
-    if mission == "K2":
-        sub = f"{catalogue_id // 100000 * 100000}/{catalogue_id % 100000 // 1000 * 1000:05d}"
-        return [f"k2/public/lightcurves/{c}/{sub}/" for c in segments]
-    tic16 = f"{catalogue_id:016d}"
-    tail = f"{tic16[0:4]}/{tic16[4:8]}/{tic16[8:12]}/{tic16[12:16]}/"
-    return [f"tess/public/tid/{s}/{tail}" for s in segments]
-
-
-SEGMENT_FOLDERS = {"K2": "k2/public/lightcurves/", "TESS": "tess/public/tid/"}
-_ID_COLUMN = {"Kepler": "kic", "K2": "epic", "TESS": "tic"}
+        return [star_folder(mission, catalogue_id)]
+    return [star_folder(mission, catalogue_id, segment) for segment in segments]
 
 
 def discover_ids(
@@ -421,7 +416,7 @@ def parse_id_target(target: str) -> tuple[str, int] | None:
     match = _ID_TARGET.match(target)
     if match is None:
         return None
-    mission = {"KIC": "Kepler", "EPIC": "K2", "TIC": "TESS"}[match.group(1).upper()]
+    mission = {prefix: m for m, prefix in _ID_PREFIX.items()}[match.group(1).upper()]
     return mission, int(match.group(2))
 
 
@@ -509,7 +504,6 @@ def read_targets_file(path: str) -> list[str]:
 
 # ---------------------------------------------------------------------------- via MAST
 
-MAST_DOWNLOAD = "https://mast.stsci.edu/api/v0.1/Download/file?uri="
 DEFAULT_PRODUCTS = (
     "kepler-lc",
     "kepler-sc",
@@ -613,14 +607,6 @@ def _queries(
             what = f"{mission} IDs {batch[0].text} .. {batch[-1].text} ({len(batch)})"
             queries.append(_Query(criteria, what, labels))
     return queries
-
-
-_ID_PREFIX = {"Kepler": "KIC", "K2": "EPIC", "TESS": "TIC"}
-
-
-def mission_id_name(mission: str, number: int) -> str:
-    """``KIC n``, ``EPIC n`` or ``TIC n``."""
-    return f"{_ID_PREFIX[mission]} {number}"
 
 
 def discover_mast(
@@ -816,9 +802,9 @@ def discover(
     parsed = [parse_target(t) for t in targets]
     frames: list[pd.DataFrame] = []
     warnings: list[str] = []
+    client = mast or MastClient()  # no I/O until a call needs MAST
     native = [t for t in parsed if t.kind == "id"] if via != "mast" else []
     if via == "auto":
-        client = mast or MastClient()
         for target in [t for t in parsed if t.kind == "hosts"]:
             try:
                 native += [
@@ -827,16 +813,17 @@ def discover(
                 ]
             except DiscoveryError as exc:
                 warnings.append(f"{target.text}: {exc}")
-    through_mast = [
-        t for t in parsed if t not in native and (via == "mast" or t.kind in ("name", "cone"))
-    ]
     if via == "archive":
+        through_mast: list[Target] = []
         warnings += [
             f"{t.text}: a {t.kind} needs MAST (use --via auto or mast)"
             for t in parsed
             if t.kind != "id"
         ]
-        through_mast = []
+    else:
+        through_mast = [
+            t for t in parsed if t not in native and (via == "mast" or t.kind in ("name", "cone"))
+        ]
     native = [t for t in native if t.mission in wanted_missions]
     if native:
         frame, messages = discover_ids(
@@ -855,7 +842,7 @@ def discover(
     if through_mast:
         frame, messages = discover_mast(
             through_mast,
-            mast or MastClient(),
+            client,
             missions=wanted_missions,
             products=wanted_products,
             radius_arcsec=radius_arcsec,

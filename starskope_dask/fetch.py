@@ -181,56 +181,6 @@ def fetch_bytes(
         raise _translate(url, exc) from exc
 
 
-def _fetch_batch(
-    urls: Sequence[str],
-    storage_options: Mapping[str, Any] | None,
-    concurrency: int,
-    nbytes: int | None,
-) -> list[bytes | ProductError]:
-    """Fetch whole objects (``nbytes=None``) or their first ``nbytes``, many at a time.
-
-    Remote URLs of one protocol go through one asynchronous fsspec call (``cat`` or
-    ``cat_ranges``) with ``batch_size=concurrency``; failures come back as errors, in order.
-    """
-    results: list[bytes | ProductError] = [b""] * len(urls)
-    targets = [_split(url, storage_options) for url in urls]
-    by_protocol: dict[str, list[int]] = {}
-    for index, (protocol, _, _) in enumerate(targets):
-        by_protocol.setdefault(protocol, []).append(index)
-    for protocol, indices in by_protocol.items():
-        if protocol == "file":
-            for index in indices:
-                try:
-                    results[index] = fetch_bytes(urls[index], end=nbytes)
-                except ProductError as exc:
-                    results[index] = exc
-            continue
-        paths = [targets[index][1] for index in indices]
-        values: list[Any]
-        try:
-            fs = filesystem(protocol, targets[indices[0]][2])
-            if nbytes is None:
-                fetched = fs.cat(paths, on_error="return", batch_size=concurrency)
-                values = [fetched.get(path, FileNotFoundError(path)) for path in paths]
-            else:
-                values = fs.cat_ranges(
-                    paths,
-                    [0] * len(paths),
-                    [nbytes] * len(paths),
-                    on_error="return",
-                    batch_size=concurrency,
-                )
-        except Exception as exc:  # the filesystem itself failed: every URL fails the same way
-            values = [exc] * len(paths)
-        for index, value in zip(indices, values, strict=True):
-            if isinstance(value, bytes):
-                results[index] = value
-            else:
-                error = value if isinstance(value, BaseException) else FileNotFoundError(value)
-                results[index] = _translate(urls[index], error)
-    return results
-
-
 def fetch_many(
     urls: Sequence[str],
     storage_options: Mapping[str, Any] | None = None,
@@ -238,6 +188,9 @@ def fetch_many(
     concurrency: int = 32,
 ) -> list[bytes | ProductError]:
     """Fetch many whole objects concurrently; failures come back as errors, in order.
+
+    Remote URLs of one protocol go through one asynchronous fsspec ``cat`` with
+    ``batch_size=concurrency``.
 
     Parameters
     ----------
@@ -253,7 +206,34 @@ def fetch_many(
     list
         For each URL its bytes, or the :class:`ProductError` that fetching it raised.
     """
-    return _fetch_batch(urls, storage_options, concurrency, None)
+    results: list[bytes | ProductError] = [b""] * len(urls)
+    targets = [_split(url, storage_options) for url in urls]
+    by_protocol: dict[str, list[int]] = {}
+    for index, (protocol, _, _) in enumerate(targets):
+        by_protocol.setdefault(protocol, []).append(index)
+    for protocol, indices in by_protocol.items():
+        if protocol == "file":
+            for index in indices:
+                try:
+                    results[index] = fetch_bytes(urls[index])
+                except ProductError as exc:
+                    results[index] = exc
+            continue
+        paths = [targets[index][1] for index in indices]
+        values: list[Any]
+        try:
+            fs = filesystem(protocol, targets[indices[0]][2])
+            fetched = fs.cat(paths, on_error="return", batch_size=concurrency)
+            values = [fetched.get(path, FileNotFoundError(path)) for path in paths]
+        except Exception as exc:  # the filesystem itself failed: every URL fails the same way
+            values = [exc] * len(paths)
+        for index, value in zip(indices, values, strict=True):
+            if isinstance(value, bytes):
+                results[index] = value
+            else:
+                error = value if isinstance(value, BaseException) else FileNotFoundError(value)
+                results[index] = _translate(urls[index], error)
+    return results
 
 
 def iter_fetched(
@@ -281,25 +261,3 @@ def iter_fetched(
                 )
             yield from current
             del current
-
-
-def fetch_heads(
-    urls: Sequence[str],
-    nbytes: int,
-    storage_options: Mapping[str, Any] | None = None,
-    *,
-    concurrency: int = 32,
-) -> list[bytes | ProductError]:
-    """Fetch the first ``nbytes`` of many objects concurrently (ranged requests).
-
-    Compressed objects (gzip, ``.Z``) cannot be read in part: those are fetched whole and
-    decompressed. Failures come back as errors, in order.
-    """
-    results = _fetch_batch(urls, storage_options, concurrency, nbytes)
-    for index, value in enumerate(results):
-        if isinstance(value, bytes) and value[:2] in (GZIP_MAGIC, COMPRESS_MAGIC):
-            try:
-                results[index] = decompress(urls[index], fetch_bytes(urls[index], storage_options))
-            except ProductError as exc:
-                results[index] = exc
-    return results

@@ -54,6 +54,7 @@ from starskope_dask.store import (
     read_done_markers,
     read_table,
     release_lock,
+    staged_name,
     staged_url,
     state_url,
     write_bytes,
@@ -138,6 +139,24 @@ class ReadTask:
     concurrency: int
 
 
+def read_staged(
+    task: ReadTask, urls: Sequence[str]
+) -> dict[str, tuple[dict[str, Any], GriddedFlux]]:
+    """The staged copies of products, by URL (products not staged, or unreadable, left out)."""
+    blobs = fetch_many(
+        [staged_url(task.store, u) for u in urls], task.store_options, concurrency=task.concurrency
+    )
+    found = {}
+    for url, blob in zip(urls, blobs, strict=True):
+        if not isinstance(blob, bytes):
+            continue
+        try:
+            found[url] = decode_staged(blob)
+        except ValueError:
+            logger.warning("staged copy of %s is unreadable; reading the product again", url)
+    return found
+
+
 def read_partition(
     urls: Sequence[str], task: ReadTask, staged: frozenset[str]
 ) -> list[dict[str, Any]]:
@@ -146,22 +165,12 @@ def read_partition(
     Products already staged (an interrupted earlier run) are not fetched again: their facts
     come from the staged copy. Returns one row per product: its facts, or its failure.
     """
-    rows: dict[str, dict[str, Any]] = {}
     urls = list(urls)
-    already = [u for u in urls if staged_url(task.store, u).rsplit("/", 1)[1] in staged]
-    if already:
-        blobs = fetch_many(
-            [staged_url(task.store, u) for u in already],
-            task.store_options,
-            concurrency=task.concurrency,
-        )
-        for url, blob in zip(already, blobs, strict=True):
-            try:
-                if isinstance(blob, bytes):
-                    facts, _ = decode_staged(blob)
-                    rows[url] = {"url": url, **facts, "error_type": None, "message": None}
-            except ValueError:
-                logger.warning("staged copy of %s is unreadable; reading the product again", url)
+    already = [u for u in urls if staged_name(u) in staged] if staged else []
+    rows: dict[str, dict[str, Any]] = {
+        url: {"url": url, **facts, "error_type": None, "message": None}
+        for url, (facts, _) in read_staged(task, already).items()
+    }
     todo = [u for u in urls if u not in rows]
     batch: dict[str, bytes] = {}
     for url, result in _read_and_grid(
@@ -199,21 +208,13 @@ def _staged_products(
     task: ChunkTask, failures: list[dict[str, Any]]
 ) -> Iterator[tuple[int, dict[str, Any], GriddedFlux]]:
     """A chunk's products from their staged copies; any not staged are read from source."""
-    staged = fetch_many(
-        [staged_url(task.io.store, u) for u in task.urls],
-        task.io.store_options,
-        concurrency=task.io.concurrency,
-    )
+    staged = read_staged(task.io, task.urls)
     missing: list[int] = []
-    for index, blob in enumerate(staged):
-        try:
-            if not isinstance(blob, bytes):
-                raise ValueError("not staged")
-            facts, gridded = decode_staged(blob)
-        except ValueError:
+    for index, url in enumerate(task.urls):
+        if url in staged:
+            yield index, *staged[url]
+        else:
             missing.append(index)
-            continue
-        yield index, facts, gridded
     if missing:
         logger.info("chunk %d: %d products not staged; reading them", task.chunk, len(missing))
         urls = [task.urls[i] for i in missing]

@@ -19,7 +19,7 @@ import functools
 import logging
 import math
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -29,8 +29,8 @@ from astropy.io import fits
 
 from starskope_dask.config import ReadConfig
 from starskope_dask.errors import CorruptProductError, ProductError, UnsupportedProductError
-from starskope_dask.fetch import decompress, fetch_bytes, fetch_heads
-from starskope_dask.records import LightCurve, ProductHeader, Provenance, StarIds
+from starskope_dask.fetch import decompress, fetch_bytes
+from starskope_dask.records import LightCurve, Provenance, StarIds
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,6 @@ _TFORM_DTYPE = {
     "C": ">c8",
     "M": ">c16",
 }
-HEADER_PROBE_BYTES = 64 * BLOCK  # 184 kB: enough for the primary and light-curve headers
 
 
 # --------------------------------------------------------------------------- time (pure)
@@ -267,7 +266,7 @@ def _data_size(header: FitsHeader) -> int:
     return bitpix // 8 * gcount * (pcount + size)
 
 
-def fits_layout(url: str, data: bytes | memoryview, *, complete: bool = True) -> list[Hdu]:
+def fits_layout(url: str, data: bytes | memoryview) -> list[Hdu]:
     """Walk a FITS file's HDUs: parse each header, locate each data unit.
 
     Parameters
@@ -275,14 +274,12 @@ def fits_layout(url: str, data: bytes | memoryview, *, complete: bool = True) ->
     url : str
         Name used in error messages.
     data : bytes
-        The file's bytes (or, with ``complete=False``, its first bytes).
-    complete : bool
-        When False, stop quietly at the end of ``data`` instead of calling it truncated.
+        The file's bytes.
 
     Raises
     ------
     CorruptProductError
-        If the bytes are not FITS, a header is damaged, or (``complete``) data is cut short.
+        If the bytes are not FITS, a header is damaged, or data is cut short.
     """
     view = memoryview(data)
     total = len(view)
@@ -300,8 +297,6 @@ def fits_layout(url: str, data: bytes | memoryview, *, complete: bool = True) ->
         block_start = offset
         while end_card < 0:
             if block_start + BLOCK > total:
-                if not complete and hdus:
-                    return hdus
                 raise CorruptProductError(
                     url,
                     f"header of HDU {len(hdus)} is truncated at byte {total}",
@@ -330,7 +325,7 @@ def fits_layout(url: str, data: bytes | memoryview, *, complete: bool = True) ->
                 url, f"header of HDU {len(hdus)} has invalid NAXIS/BITPIX: {exc}"
             ) from exc
         data_offset = block_start
-        if complete and data_offset + size > total:
+        if data_offset + size > total:
             raise CorruptProductError(
                 url,
                 f"file is truncated: HDU {len(hdus)} ({header.get('EXTNAME', 'PRIMARY')}) needs "
@@ -339,8 +334,6 @@ def fits_layout(url: str, data: bytes | memoryview, *, complete: bool = True) ->
             )
         hdus.append(Hdu(len(hdus), header, data_offset, size))
         offset = data_offset + -(-size // BLOCK) * BLOCK
-        if not complete and offset >= total:
-            break
     return hdus
 
 
@@ -804,74 +797,3 @@ def read_light_curve(
         config = ReadConfig(flux=flux, quality_bitmask=quality_bitmask, column_map=column_map)  # type: ignore[arg-type]
     data = decompress(url, fetch_bytes(url, storage_options))
     return parse_light_curve(url, data, config)
-
-
-def parse_product_header(url: str, data: bytes) -> ProductHeader:
-    """Identity and time span from the first bytes of a product (primary + table headers).
-
-    Raises
-    ------
-    CorruptProductError, UnsupportedProductError
-    """
-    try:
-        hdus = fits_layout(url, data, complete=False)
-        tables = [h for h in hdus if h.is_table]
-        headers = (hdus[0].header, tables[0].header) if tables else (hdus[0].header,)
-        mission = identify_mission(url, headers)
-        try:
-            bjdrefi, bjdreff, _ = _time_reference(url, mission, headers)
-        except UnsupportedProductError:
-            bjdrefi, bjdreff = math.nan, 0.0
-        start = _float_keyword(headers[::-1], "TSTART")
-        stop = _float_keyword(headers[::-1], "TSTOP")
-        return ProductHeader(
-            url=url,
-            mission=mission,
-            ids=identify_star(mission, headers),
-            ra=_float_keyword(headers, "RA_OBJ"),
-            dec=_float_keyword(headers, "DEC_OBJ"),
-            segment=_segment(headers),
-            cadence_days=_float_keyword(headers[::-1], "TIMEDEL"),
-            bjd_start=float(to_bjd_tdb(start, bjdrefi, bjdreff)),
-            bjd_stop=float(to_bjd_tdb(stop, bjdrefi, bjdreff)),
-        )
-    except ProductError:
-        raise
-    except (ValueError, TypeError, KeyError, IndexError) as exc:
-        raise CorruptProductError(url, f"cannot decode the headers: {exc}") from exc
-
-
-def read_product_headers(
-    urls: Sequence[str],
-    storage_options: Mapping[str, Any] | None = None,
-    *,
-    concurrency: int = 32,
-) -> list[ProductHeader | ProductError]:
-    """Identity and time span of many products from their first bytes (ranged requests).
-
-    Returns, in order, each product's :class:`ProductHeader` or the error it raised.
-    """
-    out: list[ProductHeader | ProductError] = []
-    for url, head in zip(
-        urls,
-        fetch_heads(urls, HEADER_PROBE_BYTES, storage_options, concurrency=concurrency),
-        strict=True,
-    ):
-        if isinstance(head, ProductError):
-            out.append(head)
-            continue
-        try:
-            out.append(parse_product_header(url, head))
-        except ProductError as exc:
-            out.append(exc)
-    return out
-
-
-def read_product_header(
-    url: str, storage_options: Mapping[str, Any] | None = None
-) -> ProductHeader:
-    """Read only a product's first bytes (a ranged request) and parse its headers."""
-    result = read_product_headers([url], storage_options)[0]
-    if isinstance(result, ProductError):
-        raise result
-    return result

@@ -1,9 +1,8 @@
 """The contracts between stages: frozen dataclasses, documented in one place.
 
 ``discover`` produces manifest rows (a Parquet table, columns in ``MANIFEST_COLUMNS``);
-``read`` turns one product URL into a :class:`LightCurve`; ``read_header`` gives a
-:class:`ProductHeader` (identity and time span only) for the cheap first pass of ingest;
-a product that fails becomes a :class:`Failure`. ``align`` and ``store`` exchange xarray
+``read`` turns one product URL into a :class:`LightCurve`; a product that fails becomes
+a :class:`Failure`. ``align`` and ``store`` exchange xarray
 objects with named dims (``mission``, ``star``, ``time``), described in ``store``.
 """
 
@@ -189,39 +188,6 @@ class LightCurve:
             "bjd_start": None if math.isnan(start) else start,
             "bjd_stop": None if math.isnan(stop) else stop,
         }
-
-
-@dataclasses.dataclass(frozen=True)
-class ProductHeader:
-    """What the cheap header pass learns about a product: identity and time span.
-
-    Attributes
-    ----------
-    url : str
-        The product.
-    mission : str
-        Mission name.
-    ids : StarIds
-        Catalogue identity.
-    ra, dec : float
-        Position in degrees (NaN if unknown).
-    segment : int
-        Quarter, campaign or sector.
-    cadence_days : float
-        Cadence in days.
-    bjd_start, bjd_stop : float
-        TSTART/TSTOP as BJD_TDB (NaN if unknown).
-    """
-
-    url: str
-    mission: str
-    ids: StarIds
-    ra: float
-    dec: float
-    segment: int
-    cadence_days: float
-    bjd_start: float
-    bjd_stop: float
 
 
 @dataclasses.dataclass(frozen=True)

@@ -526,10 +526,15 @@ def read_done_markers(
 STAGED_MAGIC = b"STARSKOPE-STAGED-1\n"
 
 
+def staged_name(product_url: str) -> str:
+    """The file name of a product's staged copy (a hash of its URL)."""
+    return f"{hashlib.sha1(product_url.encode()).hexdigest()}.bin"
+
+
 def staged_url(store: str, product_url: str) -> str:
-    """Where a product's gridded flux is staged (named by a hash of its URL)."""
-    digest = hashlib.sha1(product_url.encode()).hexdigest()
-    return _join(store, STATE_DIR, "staged", digest[:2], f"{digest}.bin")
+    """Where a product's gridded flux is staged."""
+    name = staged_name(product_url)
+    return _join(store, STATE_DIR, "staged", name[:2], name)
 
 
 def encode_staged(facts: Mapping[str, Any], gridded: GriddedFlux) -> bytes:
@@ -577,7 +582,7 @@ def _json_scalar(value: Any) -> Any:
 
 
 def list_staged(store: str, storage_options: Mapping[str, Any] | None = None) -> set[str]:
-    """Names (``<sha1>.bin``) of the products staged in a store (one listing)."""
+    """Names (:func:`staged_name`) of the products staged in a store (one listing)."""
     url = _join(store, STATE_DIR, "staged")
     try:
         with store_io(url, "list"):
