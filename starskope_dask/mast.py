@@ -260,10 +260,16 @@ class MastClient:
                 logger.info("%s: %s; retrying in %.1f s", what, type(exc).__name__, delay)
                 self._sleep(delay)
                 attempt += 1
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp-{os.getpid()}-{random.getrandbits(32)}")
-        tmp.write_text(json.dumps({"kind": kind, "params": params, "answer": answer}, default=str))
-        tmp.replace(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp-{os.getpid()}-{random.getrandbits(32)}")
+            record = {"kind": kind, "params": params, "answer": answer}
+            tmp.write_text(json.dumps(record, default=str))
+            tmp.replace(path)
+        except OSError as exc:  # the answer is still good: use it, uncached
+            logger.warning(
+                "cannot cache MAST answers in %s (%s); check --mast-cache", path.parent, exc
+            )
         return answer
 
     def query_criteria(self, criteria: Mapping[str, Any], what: str) -> list[dict[str, Any]]:
@@ -289,7 +295,9 @@ class MastClient:
             try:
                 return self.backend.resolve_name(name)
             except Exception as exc:
-                if "resolve" in str(exc).lower() or type(exc).__name__ == "ResolverError":
+                # astroquery's ResolverError (or a LookupError) says the name is unknown;
+                # anything else (the network, MAST itself) is retried as a failure of MAST.
+                if isinstance(exc, LookupError) or type(exc).__name__ == "ResolverError":
                     raise TargetNotFoundError(
                         f"{name}: MAST cannot resolve this name ({exc}); check the spelling "
                         "or give KIC/EPIC/TIC n or 'ra,dec'"

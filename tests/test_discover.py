@@ -338,3 +338,20 @@ def test_an_unreachable_bucket_is_a_warning_naming_the_targets() -> None:
     frame, warnings = discover(["KIC 10666592"], storage_options=dead)
     assert frame.empty
     assert any("KIC 10666592" in w and "cannot list" in w for w in warnings), warnings
+
+
+def test_a_network_failure_is_not_an_unknown_name_and_an_unwritable_cache_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    class Offline(FakeMast):
+        def resolve_name(self, name: str) -> list[float]:
+            raise ConnectionError("Failed to resolve 'mastresolver.stsci.edu'")
+
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    client = MastClient(
+        MastSettings(cache_dir=not_a_folder, retries=1), Offline(), sleep=lambda _: None
+    )
+    frame, warnings = discover_mast([parse_target("HAT-P-7"), parse_target("KIC 5")], client)
+    assert len(frame) == 1  # the uncacheable answer for KIC 5 is still used
+    assert any("HAT-P-7" in w and "MAST failed 2 times" in w for w in warnings), warnings
