@@ -4,8 +4,9 @@ Serves the real light curves in ../shared/data/real (or STARSKOPE_REAL_DATA) and
 archive of --products products (real key layout) from a SeaweedFS server on 127.0.0.1 (a Go
 server in its own process, objects on disk), then for each dataset measures, in this process:
 
-* starskope ingest (header pass + data pass into a local Zarr cube) on a LocalCluster of
-  --workers worker processes, the cluster already running;
+* starskope ingest (read pass + write pass into a local Zarr cube) on the LocalCluster that
+  ``starskope ingest`` starts (``cluster.make_client``: --workers worker processes, one thread
+  each), the cluster already running;
 * (a) lightkurve, one by one: GET each object, ``lk.read(...).normalize()``, then
   ``LightCurveCollection.stitch()`` per star — on a sample of whole stars (--lightkurve-sample
   products), extrapolated per product;
@@ -40,6 +41,7 @@ import numpy as np
 import pandas as pd
 import psutil
 
+from starskope_dask.cluster import make_client
 from starskope_dask.config import load_ingest_config
 from starskope_dask.discover import (
     list_archive,
@@ -175,23 +177,11 @@ def du(path: Path) -> int:
 def ingest(
     label: str, frame: pd.DataFrame, workdir: Path, workers: int, star_chunk: int
 ) -> dict[str, Any]:
-    from distributed import Client, LocalCluster
-
     manifest = workdir / f"{label}.parquet"
     store = workdir / f"{label}.zarr"
     write_manifest(frame.drop(columns=["star_key"], errors="ignore"), str(manifest))
     config = load_ingest_config(str(manifest), str(store), n_workers=workers, star_chunk=star_chunk)
-    with (
-        LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",
-            memory_limit=config.memory_limit,
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with make_client(config) as client, client.cluster:  # the LocalCluster `ingest` starts
         pids = sorted(client.run(os.getpid).values())
         with peak_rss(pids) as peaks:
             start = time.perf_counter()

@@ -40,7 +40,7 @@ def time_read_partition(urls: list[str], options: dict | None, workdir: Path) ->
         concurrency=32,
     )
     start = time.perf_counter()
-    read_partition(urls, task, frozenset())
+    read_partition([(url, None) for url in urls], task)
     return (time.perf_counter() - start) / len(urls) * 1e3
 
 

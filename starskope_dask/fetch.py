@@ -7,11 +7,12 @@ so callers see one kind of error, naming the URL.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import gzip
 import logging
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlparse
@@ -241,23 +242,73 @@ def iter_fetched(
     storage_options: Mapping[str, Any] | None = None,
     *,
     concurrency: int = 32,
-) -> Iterator[bytes | ProductError]:
-    """Fetch many whole objects, yielding each in order while the next batch downloads.
+) -> Iterator[tuple[int, bytes | ProductError]]:
+    """Fetch many whole objects with ``concurrency`` requests always in flight, yielding
+    ``(index into urls, bytes or error)`` as each object arrives (completion order).
 
-    Batches of ``concurrency`` objects are fetched by :func:`fetch_many`; one batch is
-    prefetched in a background thread, so the network and the caller's work overlap. At
-    most two batches are held in memory.
+    A sliding window, not batches: a slow object holds up nothing but itself, and a new
+    request goes out as soon as the caller takes a result, so the network stays busy while
+    the caller works. At most ``concurrency`` objects are in flight or waiting to be taken.
+    Remote URLs go out as coroutines of the (asynchronous) fsspec filesystem on fsspec's I/O
+    loop; local files are read in order, and filesystems without an asynchronous interface
+    in ordered batches through :func:`fetch_many`.
     """
-    batches = [urls[i : i + concurrency] for i in range(0, len(urls), concurrency)]
-    if not batches:
-        return
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="starskope-prefetch") as pool:
-        pending = pool.submit(fetch_many, batches[0], storage_options, concurrency=concurrency)
-        for following in [*batches[1:], None]:
-            current = pending.result()
-            if following is not None:
-                pending = pool.submit(
-                    fetch_many, following, storage_options, concurrency=concurrency
-                )
-            yield from current
-            del current
+    targets = [_split(url, storage_options) for url in urls]
+    by_protocol: dict[str, list[int]] = {}
+    for index, (protocol, _, _) in enumerate(targets):
+        by_protocol.setdefault(protocol, []).append(index)
+    for protocol, indices in by_protocol.items():
+        fs: fsspec.AbstractFileSystem | None = None
+        if protocol != "file":
+            try:
+                fs = filesystem(protocol, targets[indices[0]][2])
+            except Exception as exc:  # the filesystem itself failed: every URL fails
+                for index in indices:
+                    yield index, _translate(urls[index], exc)
+                continue
+        if fs is not None and getattr(fs, "async_impl", False):
+            yield from _window(fs, urls, targets, indices, max(1, concurrency))
+            continue
+        for first in range(0, len(indices), max(1, concurrency)):
+            chunk = indices[first : first + max(1, concurrency)]
+            results = fetch_many([urls[i] for i in chunk], storage_options)
+            yield from zip(chunk, results, strict=True)
+
+
+def _window(
+    fs: Any,
+    urls: Sequence[str],
+    targets: Sequence[tuple[str, str, Any]],
+    indices: Sequence[int],
+    concurrency: int,
+) -> Iterator[tuple[int, bytes | ProductError]]:
+    """Sliding window of ``fs._cat_file`` coroutines on the filesystem's event loop."""
+    waiting = iter(indices)
+    in_flight: dict[concurrent.futures.Future[bytes], int] = {}
+
+    def submit() -> bool:
+        index = next(waiting, None)
+        if index is None:
+            return False
+        coroutine = fs._cat_file(targets[index][1])
+        in_flight[asyncio.run_coroutine_threadsafe(coroutine, fs.loop)] = index
+        return True
+
+    try:
+        while len(in_flight) < concurrency and submit():
+            pass
+        while in_flight:
+            done, _ = concurrent.futures.wait(
+                in_flight, return_when=concurrent.futures.FIRST_COMPLETED
+            )
+            for future in done:
+                index = in_flight.pop(future)
+                error = future.exception()
+                if error is None:
+                    yield index, future.result()
+                else:
+                    yield index, _translate(urls[index], error)
+                submit()
+    finally:  # the caller stopped early: drop what is still in flight
+        for future in in_flight:
+            future.cancel()

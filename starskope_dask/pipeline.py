@@ -34,32 +34,31 @@ from starskope_dask.align import GriddedFlux, cross_match, grid_cells
 from starskope_dask.config import GridConfig, IngestConfig, ReadConfig, StorageConfig
 from starskope_dask.discover import product_urls, read_manifest
 from starskope_dask.errors import ProductError, StoreError
-from starskope_dask.fetch import decompress, fetch_many, iter_fetched
+from starskope_dask.fetch import decompress, iter_fetched
 from starskope_dask.read import parse_light_curve
 from starskope_dask.records import MISSIONS, Failure, LightCurve
 from starskope_dask.store import (
     SCHEMA_VERSION,
     CubeLayout,
     RegionBlock,
+    StagedAt,
     acquire_lock,
     collect_failures,
     consolidate,
     count_stored,
     create_schema,
-    decode_staged,
     encode_staged,
     grow_stars,
     list_staged,
     read_cube_attrs,
     read_done_markers,
+    read_staged_at,
     read_table,
     release_lock,
-    staged_name,
-    staged_url,
     state_url,
     write_bytes,
     write_done_marker,
-    write_many,
+    write_pack,
     write_regions,
     write_table,
 )
@@ -81,8 +80,14 @@ PRODUCT_COLUMNS = (
     "error_type",
     "message",
     "bytes",
+    "staged_pack",
+    "staged_offset",
+    "staged_length",
     "star",
 )
+
+#: Products staged per pack (one file, one PUT): a kill loses at most this many reads.
+PACK_PRODUCTS = 64
 
 
 # ------------------------------------------------------------------------ task bodies
@@ -112,12 +117,13 @@ def _read_and_grid(
     grid: GridConfig,
     concurrency: int,
 ) -> Iterator[tuple[str, tuple[dict[str, Any], GriddedFlux, int] | ProductError]]:
-    """Fetch products (the next batch downloading meanwhile), read them, put them on the grid.
+    """Fetch products (``concurrency`` downloads in flight while they are parsed), read
+    them and put them on the grid, in the order they arrive.
 
     Yields each URL with its facts, gridded flux and source size, or the error it raised.
     """
-    fetched = iter_fetched(urls, source_options, concurrency=concurrency)
-    for url, data in zip(urls, fetched, strict=True):
+    for index, data in iter_fetched(urls, source_options, concurrency=concurrency):
+        url = urls[index]
         try:
             if isinstance(data, ProductError):
                 raise data
@@ -140,39 +146,44 @@ class ReadTask:
 
 
 def read_staged(
-    task: ReadTask, urls: Sequence[str]
+    task: ReadTask, places: Mapping[str, StagedAt]
 ) -> dict[str, tuple[dict[str, Any], GriddedFlux]]:
-    """The staged copies of products, by URL (products not staged, or unreadable, left out)."""
-    blobs = fetch_many(
-        [staged_url(task.store, u) for u in urls], task.store_options, concurrency=task.concurrency
-    )
-    found = {}
-    for url, blob in zip(urls, blobs, strict=True):
-        if not isinstance(blob, bytes):
-            continue
-        try:
-            found[url] = decode_staged(blob)
-        except ValueError:
-            logger.warning("staged copy of %s is unreadable; reading the product again", url)
-    return found
+    """The staged copies of products, by URL (unreadable copies left out, with a warning)."""
+    urls = list(places)
+    copies = read_staged_at(task.store, [places[u] for u in urls], task.store_options)
+    return {url: copy for url, copy in zip(urls, copies, strict=True) if copy is not None}
+
+
+def _staged_columns(place: StagedAt) -> dict[str, Any]:
+    return {"staged_pack": place.pack, "staged_offset": place.offset, "staged_length": place.length}
 
 
 def read_partition(
-    urls: Sequence[str], task: ReadTask, staged: frozenset[str]
+    items: Sequence[tuple[str, StagedAt | None]], task: ReadTask
 ) -> list[dict[str, Any]]:
-    """Read pass over one partition: each product read once, put on the grid and staged.
+    """Read pass over one partition of ``(product URL, staged copy or None)``: each product
+    read once, put on the grid and staged (packs of :data:`PACK_PRODUCTS`).
 
     Products already staged (an interrupted earlier run) are not fetched again: their facts
-    come from the staged copy. Returns one row per product: its facts, or its failure.
+    come from the staged copy. Returns one row per product: its facts and where it is staged,
+    or its failure.
     """
-    urls = list(urls)
-    already = [u for u in urls if staged_name(u) in staged] if staged else []
+    items = list(items)
+    urls = [url for url, _ in items]
+    already = {url: place for url, place in items if place is not None}
     rows: dict[str, dict[str, Any]] = {
         url: {"url": url, **facts, "error_type": None, "message": None}
+        | _staged_columns(already[url])
         for url, (facts, _) in read_staged(task, already).items()
     }
     todo = [u for u in urls if u not in rows]
-    batch: dict[str, bytes] = {}
+    pack: dict[str, bytes] = {}
+
+    def flush() -> None:
+        for url, place in write_pack(task.store, pack, task.store_options).items():
+            rows[url].update(_staged_columns(place))
+        pack.clear()
+
     for url, result in _read_and_grid(
         todo, task.source_options, task.read, task.grid, task.concurrency
     ):
@@ -181,11 +192,10 @@ def read_partition(
             continue
         facts, gridded, size = result
         rows[url] = {"url": url, **facts, "error_type": None, "message": None, "bytes": size}
-        batch[staged_url(task.store, url)] = encode_staged(facts, gridded)
-        if len(batch) >= task.concurrency:
-            write_many(batch, task.store_options, concurrency=task.concurrency)
-            batch = {}
-    write_many(batch, task.store_options, concurrency=task.concurrency)
+        pack[url] = encode_staged(facts, gridded)
+        if len(pack) >= PACK_PRODUCTS:
+            flush()
+    flush()
     return [rows[u] for u in urls]
 
 
@@ -201,6 +211,7 @@ class ChunkTask:
     star_stop: int
     urls: tuple[str, ...]
     stars: tuple[int, ...]
+    staged: tuple[StagedAt | None, ...]
     layout: CubeLayout
 
 
@@ -208,7 +219,9 @@ def _staged_products(
     task: ChunkTask, failures: list[dict[str, Any]]
 ) -> Iterator[tuple[int, dict[str, Any], GriddedFlux]]:
     """A chunk's products from their staged copies; any not staged are read from source."""
-    staged = read_staged(task.io, task.urls)
+    staged = read_staged(
+        task.io, {u: p for u, p in zip(task.urls, task.staged, strict=True) if p is not None}
+    )
     missing: list[int] = []
     for index, url in enumerate(task.urls):
         if url in staged:
@@ -221,7 +234,9 @@ def _staged_products(
         results = _read_and_grid(
             urls, task.io.source_options, task.io.read, task.io.grid, task.io.concurrency
         )
-        for index, (url, result) in zip(missing, results, strict=True):
+        position = {task.urls[i]: i for i in missing}
+        for url, result in results:
+            index = position[url]
             if isinstance(result, ProductError):
                 failures.append(dataclasses.asdict(Failure.from_exception(url, result)))
                 continue
@@ -424,10 +439,12 @@ def _ingest(
             concurrency=config.fetch_concurrency,
         )
         if new_urls:
-            staged = frozenset(list_staged(store, store_options))
-            size = max(1, min(256, math.ceil(len(new_urls) / (4 * _n_workers(client)))))
-            bag = db.from_sequence(new_urls, partition_size=size).map_partitions(
-                read_partition, read_task, staged
+            staged = list_staged(store, store_options)  # a killed read pass's work
+            items = [(url, staged.get(url)) for url in new_urls]
+            # 8 partitions a worker or more: short tails when the last ones finish
+            size = max(1, min(128, math.ceil(len(new_urls) / (8 * _n_workers(client)))))
+            bag = db.from_sequence(items, partition_size=size).map_partitions(
+                read_partition, read_task
             )
             header_rows = _gather(client, bag, "read", progress)
         seconds_read = time.perf_counter() - read_started
@@ -468,6 +485,7 @@ def _ingest(
                     star_stop=min((chunk + 1) * config.star_chunk, len(stars)),
                     urls=group_urls,
                     stars=tuple(int(s) for s in group["star"]),
+                    staged=tuple(_staged_at(row) for row in group.itertuples()),
                     layout=layout,
                 )
             )
@@ -506,6 +524,14 @@ def _ingest(
         return summary
     finally:
         release_lock(lock)
+
+
+def _staged_at(row: Any) -> StagedAt | None:
+    """A products-table row's staged copy (None for tables written before packs)."""
+    pack = getattr(row, "staged_pack", None)
+    if not isinstance(pack, str) or not pack:
+        return None
+    return StagedAt(pack, int(row.staged_offset), int(row.staged_length))
 
 
 def _n_workers(client: Any) -> int:

@@ -24,7 +24,13 @@ from starskope_dask.discover import list_archive, write_manifest
 from starskope_dask.errors import StoreLockedError
 from starskope_dask.pipeline import run_with_client
 from starskope_dask.read import read_light_curve
-from starskope_dask.store import acquire_lock, open_cube, release_lock, store_status
+from starskope_dask.store import (
+    acquire_lock,
+    list_staged,
+    open_cube,
+    release_lock,
+    store_status,
+)
 
 from .conftest import HAT_P_7_KEPLER, HAT_P_7_TESS
 
@@ -149,8 +155,7 @@ def test_new_products_update_only_affected_chunks(
     one = run_with_client(load_ingest_config(m1, store, star_chunk=4), client, progress=False)
     # The update rebuilds whole chunks from staged copies: the first run's sources are never
     # fetched again (they are gone: every URL of the first manifest now points nowhere).
-    staged = Path(store) / "_starskope" / "staged"
-    assert len(list(staged.rglob("*.bin"))) == len(first)
+    assert set(list_staged(store)) == set(first["s3_uri"])
     moved = tmp_path / "moved"
     for url in first["s3_uri"]:
         target = moved / Path(url).relative_to(sim_archive)
@@ -283,3 +288,112 @@ def test_staged_product_round_trip(index: list[int], median: float) -> None:
     assert back.median == median
     with pytest.raises(ValueError):
         decode_staged(b"not staged")
+
+
+@given(
+    sizes=st.lists(st.integers(0, 40), min_size=1, max_size=12),
+    cut=st.floats(0.0, 1.0),
+)
+@settings(max_examples=40, deadline=None)
+def test_staged_pack_round_trip_and_cut(sizes: list[int], cut: float) -> None:
+    """Products written in a pack read back from their byte ranges; a pack cut short (a
+    killed writer on local disk) loses only the products it no longer holds whole."""
+    import tempfile
+
+    from starskope_dask.align import GriddedFlux
+    from starskope_dask.store import encode_staged, read_staged_at, staged_dir, write_pack
+
+    blobs = {
+        f"s3://stpubdata/x/{i}.fits": encode_staged(
+            {"mission": "K2", "epic": i},
+            GriddedFlux(
+                np.arange(n, dtype=np.int64),
+                np.full(n, i, np.float32),
+                np.ones(n, np.float32),
+                1.0 + i,
+            ),
+        )
+        for i, n in enumerate(sizes)
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        store = f"{tmp}/cube.zarr"
+        places = write_pack(store, blobs)
+        assert list_staged(store) == places
+        urls = list(blobs)
+        back = read_staged_at(store, [places[u] for u in urls])
+        for i, (url, copy) in enumerate(zip(urls, back, strict=True)):
+            assert copy is not None, url
+            meta, gridded = copy
+            assert meta == {"mission": "K2", "epic": i}
+            np.testing.assert_array_equal(gridded.flux, np.full(sizes[i], i, np.float32))
+        (pack,) = Path(staged_dir(store)).iterdir()
+        data = pack.read_bytes()
+        keep = int(cut * len(data))
+        pack.write_bytes(data[:keep])
+        listed = list_staged(store)
+        assert listed in ({}, places)  # an index cut short hides the whole pack
+        back = read_staged_at(store, [places[u] for u in urls])
+        for url, copy in zip(urls, back, strict=True):
+            whole = places[url].offset + places[url].length <= keep
+            assert (copy is not None) == whole, url
+
+
+def test_read_pass_resumes_from_staged_packs(sim_archive: Path, tmp_path: Path) -> None:
+    """A read pass killed after staging some packs: the rerun takes those products from the
+    packs (their sources are gone) and fetches only the rest."""
+    from starskope_dask.config import ReadConfig
+    from starskope_dask.pipeline import PACK_PRODUCTS, ReadTask, read_partition
+
+    urls = list_archive(str(sim_archive))["s3_uri"].tolist()[: PACK_PRODUCTS + 5]
+    store = str(tmp_path / "cube.zarr")
+    task = ReadTask(store, ReadConfig(), GridConfig(), None, None, concurrency=8)
+    first = read_partition([(u, None) for u in urls], task)
+    staged = list_staged(store)
+    assert set(staged) == set(urls)
+    moved = tmp_path / "moved"
+    for url in urls:
+        target = moved / Path(url).relative_to(sim_archive)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Path(url).rename(target)
+    try:
+        again = read_partition([(u, staged.get(u)) for u in urls], task)
+    finally:
+        for url in urls:
+            (moved / Path(url).relative_to(sim_archive)).rename(url)
+    assert [r["error_type"] for r in again] == [None] * len(urls)
+    for before, after in zip(first, again, strict=True):
+        for key in ("mission", "ra", "dec", "bjd_start", "bjd_stop", "staged_pack"):
+            assert before[key] == after[key]
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
+def test_workers_start_with_the_malloc_settings(tmp_path: Path) -> None:
+    """glibc reads its malloc settings once, at process start: they must be in the worker's
+    environment when it is spawned (/proc/PID/environ), not set once it runs."""
+    from starskope_dask.cluster import WORKER_MALLOC_ENV, make_client
+
+    config = load_ingest_config("m.parquet", str(tmp_path / "s.zarr"), n_workers=1)
+    client = make_client(config)
+    try:
+        environs = client.run(lambda: Path("/proc/self/environ").read_bytes().split(b"\0"))
+    finally:
+        client.close()
+        client.cluster.close()
+    (environ,) = environs.values()
+    for name, value in WORKER_MALLOC_ENV.items():
+        assert f"{name}={value}".encode() in environ
+
+
+def test_kubernetes_workers_get_the_malloc_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dask
+    import yaml
+
+    from starskope_dask.cluster import WORKER_MALLOC_ENV
+
+    (job,) = yaml.safe_load_all((Path(__file__).parents[1] / "k8s" / "daskjob.yaml").read_text())
+    (worker,) = job["spec"]["cluster"]["spec"]["worker"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in worker["env"]}
+    name = "DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON"
+    config = dask.config.collect_env({name: env[name]})
+    spawn = config["distributed"]["nanny"]["pre_spawn_environ"]
+    assert {k: int(v) for k, v in spawn.items()} == WORKER_MALLOC_ENV
