@@ -182,61 +182,6 @@ def fetch_bytes(
         raise _translate(url, exc) from exc
 
 
-def fetch_many(
-    urls: Sequence[str],
-    storage_options: Mapping[str, Any] | None = None,
-    *,
-    concurrency: int = 32,
-) -> list[bytes | ProductError]:
-    """Fetch many whole objects concurrently; failures come back as errors, in order.
-
-    Remote URLs of one protocol go through one asynchronous fsspec ``cat`` with
-    ``batch_size=concurrency``.
-
-    Parameters
-    ----------
-    urls : sequence of str
-        Object URLs.
-    storage_options : mapping, optional
-        fsspec options, shared by all remote URLs of a protocol.
-    concurrency : int
-        Requests in flight at once.
-
-    Returns
-    -------
-    list
-        For each URL its bytes, or the :class:`ProductError` that fetching it raised.
-    """
-    results: list[bytes | ProductError] = [b""] * len(urls)
-    targets = [_split(url, storage_options) for url in urls]
-    by_protocol: dict[str, list[int]] = {}
-    for index, (protocol, _, _) in enumerate(targets):
-        by_protocol.setdefault(protocol, []).append(index)
-    for protocol, indices in by_protocol.items():
-        if protocol == "file":
-            for index in indices:
-                try:
-                    results[index] = fetch_bytes(urls[index])
-                except ProductError as exc:
-                    results[index] = exc
-            continue
-        paths = [targets[index][1] for index in indices]
-        values: list[Any]
-        try:
-            fs = filesystem(protocol, targets[indices[0]][2])
-            fetched = fs.cat(paths, on_error="return", batch_size=concurrency)
-            values = [fetched.get(path, FileNotFoundError(path)) for path in paths]
-        except Exception as exc:  # the filesystem itself failed: every URL fails the same way
-            values = [exc] * len(paths)
-        for index, value in zip(indices, values, strict=True):
-            if isinstance(value, bytes):
-                results[index] = value
-            else:
-                error = value if isinstance(value, BaseException) else FileNotFoundError(value)
-                results[index] = _translate(urls[index], error)
-    return results
-
-
 def iter_fetched(
     urls: Sequence[str],
     storage_options: Mapping[str, Any] | None = None,
@@ -250,8 +195,8 @@ def iter_fetched(
     request goes out as soon as the caller takes a result, so the network stays busy while
     the caller works. At most ``concurrency`` objects are in flight or waiting to be taken.
     Remote URLs go out as coroutines of the (asynchronous) fsspec filesystem on fsspec's I/O
-    loop; local files are read in order, and filesystems without an asynchronous interface
-    in ordered batches through :func:`fetch_many`.
+    loop; local files, and filesystems without an asynchronous interface, are read one at a
+    time, in order.
     """
     targets = [_split(url, storage_options) for url in urls]
     by_protocol: dict[str, list[int]] = {}
@@ -269,10 +214,11 @@ def iter_fetched(
         if fs is not None and getattr(fs, "async_impl", False):
             yield from _window(fs, urls, targets, indices, max(1, concurrency))
             continue
-        for first in range(0, len(indices), max(1, concurrency)):
-            chunk = indices[first : first + max(1, concurrency)]
-            results = fetch_many([urls[i] for i in chunk], storage_options)
-            yield from zip(chunk, results, strict=True)
+        for index in indices:
+            try:
+                yield index, fetch_bytes(urls[index], storage_options)
+            except ProductError as exc:
+                yield index, exc
 
 
 def _window(

@@ -154,10 +154,6 @@ def read_staged(
     return {url: copy for url, copy in zip(urls, copies, strict=True) if copy is not None}
 
 
-def _staged_columns(place: StagedAt) -> dict[str, Any]:
-    return {"staged_pack": place.pack, "staged_offset": place.offset, "staged_length": place.length}
-
-
 def read_partition(
     items: Sequence[tuple[str, StagedAt | None]], task: ReadTask
 ) -> list[dict[str, Any]]:
@@ -172,8 +168,7 @@ def read_partition(
     urls = [url for url, _ in items]
     already = {url: place for url, place in items if place is not None}
     rows: dict[str, dict[str, Any]] = {
-        url: {"url": url, **facts, "error_type": None, "message": None}
-        | _staged_columns(already[url])
+        url: {"url": url, **facts, "error_type": None, "message": None} | already[url].as_columns()
         for url, (facts, _) in read_staged(task, already).items()
     }
     todo = [u for u in urls if u not in rows]
@@ -181,7 +176,7 @@ def read_partition(
 
     def flush() -> None:
         for url, place in write_pack(task.store, pack, task.store_options).items():
-            rows[url].update(_staged_columns(place))
+            rows[url].update(place.as_columns())
         pack.clear()
 
     for url, result in _read_and_grid(
@@ -439,7 +434,10 @@ def _ingest(
             concurrency=config.fetch_concurrency,
         )
         if new_urls:
-            staged = list_staged(store, store_options)  # a killed read pass's work
+            recorded = [] if products is None else products.get("staged_pack", pd.Series())
+            recorded = [pack for pack in recorded if isinstance(pack, str)]
+            # what a killed read pass staged (packs the products table records are complete)
+            staged = list_staged(store, store_options, known_packs=recorded)
             items = [(url, staged.get(url)) for url in new_urls]
             # 8 partitions a worker or more: short tails when the last ones finish
             size = max(1, min(128, math.ceil(len(new_urls) / (8 * _n_workers(client)))))
@@ -485,7 +483,7 @@ def _ingest(
                     star_stop=min((chunk + 1) * config.star_chunk, len(stars)),
                     urls=group_urls,
                     stars=tuple(int(s) for s in group["star"]),
-                    staged=tuple(_staged_at(row) for row in group.itertuples()),
+                    staged=tuple(StagedAt.from_columns(row) for row in group.itertuples()),
                     layout=layout,
                 )
             )
@@ -524,14 +522,6 @@ def _ingest(
         return summary
     finally:
         release_lock(lock)
-
-
-def _staged_at(row: Any) -> StagedAt | None:
-    """A products-table row's staged copy (None for tables written before packs)."""
-    pack = getattr(row, "staged_pack", None)
-    if not isinstance(pack, str) or not pack:
-        return None
-    return StagedAt(pack, int(row.staged_offset), int(row.staged_length))
 
 
 def _n_workers(client: Any) -> int:

@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import hashlib
 import io
+import itertools
 import json
 import logging
 import os
@@ -514,6 +515,22 @@ class StagedAt:
     offset: int
     length: int
 
+    def as_columns(self) -> dict[str, Any]:
+        """The products table's columns for this copy."""
+        return {
+            "staged_pack": self.pack,
+            "staged_offset": self.offset,
+            "staged_length": self.length,
+        }
+
+    @classmethod
+    def from_columns(cls, row: Any) -> StagedAt | None:
+        """Inverse of :meth:`as_columns` for a products-table row (``None``: not staged)."""
+        pack = getattr(row, "staged_pack", None)
+        if not isinstance(pack, str) or not pack:
+            return None
+        return cls(pack, int(row.staged_offset), int(row.staged_length))
+
 
 def staged_dir(store: str) -> str:
     """The folder of the store's staged packs."""
@@ -571,16 +588,12 @@ def encode_pack(staged: Mapping[str, bytes]) -> tuple[bytes, dict[str, tuple[int
     """
     sizes = [len(blob) for blob in staged.values()]
     # Offsets in the index count from the end of the index (whose length they would change).
-    relative = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int).tolist()
-    index = json.dumps(
-        [[url, start, size] for url, start, size in zip(staged, relative, sizes, strict=True)]
-    ).encode()
+    starts = itertools.accumulate(sizes[:-1], initial=0)
+    entries = list(zip(staged, starts, sizes, strict=True))
+    index = json.dumps(entries).encode()
     base = _PACK_HEAD + len(index)
     head = PACK_MAGIC + len(index).to_bytes(8, "little") + index
-    where = {
-        url: (base + start, size) for url, start, size in zip(staged, relative, sizes, strict=True)
-    }
-    return b"".join([head, *staged.values()]), where
+    return b"".join([head, *staged.values()]), {u: (base + o, n) for u, o, n in entries}
 
 
 def decode_pack_index(head: bytes, pack: str) -> dict[str, StagedAt] | int:
@@ -607,39 +620,38 @@ def write_pack(
 ) -> dict[str, StagedAt]:
     """Write a pack of staged products (one file); return where each product lies.
 
-    The pack's name is a hash of its products' URLs. Not atomic on local disk: a pack cut
-    short is recognised when read (its index points past its end, or a product's length is
-    wrong) and its products are read again from source.
+    The pack's name is a hash of its products' URLs. A pack cut short all the same (a disk
+    that filled up) is recognised when read: its index points past its end, or a product's
+    length is wrong, and its products are read again from source.
     """
     if not staged:
         return {}
     data, where = encode_pack(staged)
     name = hashlib.sha1("\n".join(staged).encode()).hexdigest() + ".pack"
-    url = _join(staged_dir(store), name)
-    with store_io(url, "write"):
-        fs, path = _fs(url, storage_options)
-        if url_protocol(url) == "file":
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "wb") as fh:
-                fh.write(data)
-        else:
-            fs.pipe_file(path, data)
+    write_bytes(_join(staged_dir(store), name), data, storage_options)
     return {product: StagedAt(name, offset, length) for product, (offset, length) in where.items()}
 
 
 def list_staged(
-    store: str, storage_options: Mapping[str, Any] | None = None
+    store: str,
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    known_packs: Iterable[str] = (),
 ) -> dict[str, StagedAt]:
     """Every product staged in a store (from the packs' indexes), by product URL.
 
-    Used to resume a read pass that was killed before the products table was written;
-    unreadable packs are skipped (their products are read again).
+    Used to resume a read pass that was killed before the products table was written:
+    packs the table already records (``known_packs``, file names) are not read again.
+    Unreadable packs are skipped (their products are read again).
     """
     url = staged_dir(store)
+    skip = set(known_packs)
     try:
         with store_io(url, "list"):
             fs, root = _fs(url, storage_options)
-            packs = sorted(p for p in fs.find(root) if p.endswith(".pack"))
+            packs = sorted(
+                p for p in fs.find(root) if p.endswith(".pack") and os.path.basename(p) not in skip
+            )
     except FileNotFoundError:
         return {}
     found: dict[str, StagedAt] = {}
