@@ -24,11 +24,11 @@ logger = logging.getLogger(__name__)
 #: ``distributed.nanny.pre-spawn-environ``; glibc reads them once, at process start). Dask's
 #: default, ``MALLOC_TRIM_THRESHOLD_=65536``, also freezes glibc's mmap threshold at 128 kiB:
 #: every megabyte-sized product buffer (the download, its decompressed copy, the columns) was
-#: then a fresh ``mmap`` that page-faulted in and was unmapped on free, and each arena's free
-#: top was handed back after every product. That cost the read pass about half its CPU
-#: (``jobs/bench_ingest.py``). Buffers up to 16 MiB now come from the heap and up to 64 MiB
-#: of free heap stays mapped per arena (worker RSS stays near 300 MB). Kubernetes workers get
-#: the same through ``DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON`` (``k8s/daskjob.yaml``).
+#: then a fresh ``mmap`` that page-faulted in and was unmapped on free, and each arena's free top
+#: was handed back after every product: the read pass's costliest overhead. Buffers up to 16 MiB
+#: now come from the heap and up to 64 MiB of free heap stays mapped per arena (worker RSS stayed
+#: under 400 MB in ``jobs/bench_ingest.py``). Kubernetes workers get the same through
+#: ``DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON`` (``k8s/daskjob.yaml``).
 WORKER_MALLOC_ENV = {
     "MALLOC_MMAP_THRESHOLD_": 16 * 2**20,
     "MALLOC_TRIM_THRESHOLD_": 64 * 2**20,

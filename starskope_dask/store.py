@@ -318,7 +318,7 @@ def create_schema(
     shape = (len(MISSIONS), len(stars), layout.grid.size)
     chunks = (1, layout.star_chunk, layout.time_chunk)
     # Never computed (compute=False writes metadata only), so one Dask chunk: a graph of the
-    # cube's zarr chunks (17 000 per variable for 4 500 stars) cost the driver 6 s to build.
+    # cube's zarr chunks (17 000 per variable for 4 500 stars) took the driver seconds to build.
     data = da.full(shape, np.nan, dtype=np.float32, chunks=shape)
     dataset = xr.Dataset(
         {
@@ -496,7 +496,7 @@ def read_done_markers(
 # fetching the source FITS again.
 #
 # Staged products are written in packs, one file (one PUT) per batch of products: a file per
-# product cost about 1 ms of CPU each on local disk, a fifth of the read pass's own work.
+# product was one of the read pass's larger costs on local disk.
 # A pack starts with an index of its products, so that a rerun after a kill finds what an
 # earlier read pass staged without reading the packs whole; the products table records each
 # product's pack, offset and length for the write pass.
