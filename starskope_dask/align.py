@@ -91,6 +91,25 @@ def grid_cells(lc: LightCurve, grid: GridConfig) -> GriddedFlux:
     return GriddedFlux(cells, mean.astype(np.float32), binned_err.astype(np.float32), median)
 
 
+def empty_grid_reason(lc: LightCurve, grid: GridConfig) -> str:
+    """Why :func:`grid_cells` gives a light curve no cell (for the failure it becomes)."""
+    n_good = lc.n_good
+    if n_good == 0:
+        return (
+            f"no usable cadence: none of its {len(lc)} has a finite time and flux and no "
+            "flag of the quality bitmask"
+        )
+    flux = lc.flux[lc.good]
+    median = float(np.median(flux))
+    if not np.isfinite(median) or median == 0:
+        return f"no usable cadence: the median flux of its {n_good} good cadences is {median:g}"
+    start, stop = lc.time_range
+    return (
+        f"no usable cadence on the grid: its times (BJD_TDB {start:.2f}..{stop:.2f}) lie "
+        f"outside grid.start_bjd..grid.stop_bjd ({grid.start_bjd:.1f}..{grid.stop_bjd:.1f})"
+    )
+
+
 # ----------------------------------------------------------------------- cross-match
 
 
@@ -152,7 +171,7 @@ def cross_match(
     for column in ID_COLUMNS:
         ids = pd.concat([existing[column], products[column]], ignore_index=True)
         ids = pd.to_numeric(ids, errors="coerce").astype("float64")
-        ids = ids.where(ids >= 0)  # -1 marks "no such ID" in the star table
+        ids = ids.where((ids >= 0) & (ids < 2**62))  # -1 marks "no such ID" in the star table
         first: dict[int, int] = {}
         for position, value in enumerate(ids.to_numpy()):
             if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -162,8 +181,8 @@ def cross_match(
                 finder.union(first[key], position)
             else:
                 first[key] = position
-    # Sky position.
-    known = np.flatnonzero(np.isfinite(ra) & np.isfinite(dec))
+    # Sky position (the reader gives NaN for impossible ones; anything else is not trusted).
+    known = np.flatnonzero(np.isfinite(ra) & np.isfinite(dec) & (np.abs(dec) <= 90))
     if known.size > 1:
         coords = SkyCoord(ra[known] * u.deg, dec[known] * u.deg)
         left, right, _, _ = search_around_sky(coords, coords, radius_arcsec * u.arcsec)

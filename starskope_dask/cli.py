@@ -1,7 +1,10 @@
 """The ``starskope`` command. Thin: parses arguments, calls the library, sets exit codes.
 
-Exit codes: 0 success; 1 some inputs failed (the others were processed); 2 bad usage or
-configuration; 3 the run itself failed (store unreachable, locked, ...).
+Results go to stdout; errors and warnings to stderr, one line each (the traceback only
+with ``-v``). Exit codes (:data:`EXIT_CODES`): 0 success; 1 some inputs failed (the others
+were processed); 2 bad usage or configuration (arguments, config file, ``DASK_STARSKOPE__*``
+variables, a manifest or target that cannot be used); 3 the run itself failed (store or
+output unreachable, locked, not a store or not writable; a server that does not answer).
 """
 
 from __future__ import annotations
@@ -10,20 +13,49 @@ import argparse
 import json
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
 from starskope_dask import __version__
-from starskope_dask.errors import ConfigError, ProductError, StarskopeError
+from starskope_dask.errors import ConfigError, ProductError, SimulationError, StarskopeError
 
 logger = logging.getLogger("starskope_dask")
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_FAILED = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES = """\
+exit codes:
+  0    success: every input was processed
+  1    some inputs failed (each is reported on stderr); the others were processed
+  2    bad usage or configuration: arguments, the --config file, DASK_STARSKOPE__*
+       variables, a manifest or target that cannot be used
+  3    the run itself failed: a store or output that cannot be reached, read or
+       written (missing, locked, not a store, read-only), a server that does not
+       answer; `discover` also when it found no product at all
+  130  interrupted; rerun the same command to resume
+
+Results go to stdout; errors and warnings to stderr, one line each (-v adds the
+traceback). Settings: --config FILE, or DASK_STARSKOPE__SECTION__KEY variables, e.g.
+DASK_STARSKOPE__INGEST__STAR_CHUNK=128."""
 
 
 def _emit(text: str) -> None:
+    """A result line, to stdout."""
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
+
+
+def _error(text: str) -> None:
+    """An error or warning line, to stderr."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def _one_line(text: str, limit: int = 500) -> str:
+    flat = " ".join(str(text).split())
+    return flat[:limit] + ("..." if len(flat) > limit else "")
 
 
 def _format_inspect(summary: dict[str, Any]) -> str:
@@ -49,20 +81,27 @@ def _format_inspect(summary: dict[str, Any]) -> str:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     """Read each product and print one line (or JSON object) per product."""
-    from starskope_dask.config import ReadConfig
+    import dataclasses
+
+    from starskope_dask.config import load_read_config, load_storage_config
     from starskope_dask.read import read_light_curve
 
-    config = ReadConfig(flux=args.flux, quality_bitmask=_bitmask(args.quality_bitmask))
+    # limits and timeouts from starskope.yaml / DASK_STARSKOPE__* (as ingest), flux and
+    # quality bitmask from the command line
+    config = dataclasses.replace(
+        load_read_config(), flux=args.flux, quality_bitmask=_bitmask(args.quality_bitmask)
+    )
+    storage = load_storage_config()
     failed = 0
     for url in args.urls:
         try:
-            summary = read_light_curve(url, config=config).summary()
+            summary = read_light_curve(url, config=config, storage_options=storage).summary()
         except ProductError as exc:
             failed += 1
             if args.json:
                 _emit(json.dumps({"url": url, "error": type(exc).__name__, "message": str(exc)}))
             else:
-                _emit(f"{url}: ERROR {type(exc).__name__}: {exc}")
+                _error(f"{url}: ERROR {type(exc).__name__}: {_one_line(str(exc))}")
             continue
         _emit(json.dumps(summary) if args.json else _format_inspect(summary))
     return EXIT_OK if failed == 0 else EXIT_PARTIAL
@@ -77,12 +116,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="starskope",
         description="Training-ready Kepler, K2 and TESS light curves from the cloud archive.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"starskope {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more logging; tracebacks of errors"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    inspect = sub.add_parser("inspect", help="read products and summarise each")
+    inspect = sub.add_parser(
+        "inspect",
+        help="read products and summarise each",
+        epilog="exit codes: 0 every product read; 1 some could not be read (each reported); "
+        "2 bad arguments (e.g. --quality-bitmask).",
+    )
     inspect.add_argument(
         "urls", nargs="+", metavar="URL", help="path, file://, s3:// or http(s)://"
     )
@@ -99,10 +147,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_code(exc: BaseException) -> int:
+    """The documented exit code of an error (see :data:`EXIT_CODES`)."""
+    if isinstance(exc, ConfigError | SimulationError):
+        return EXIT_USAGE
+    if isinstance(exc, ProductError):
+        return EXIT_PARTIAL
+    return EXIT_FAILED
+
+
+def _report(exc: Exception, verbose: int) -> int:
+    """Print one line for an error (and its traceback under ``-v``); return the exit code."""
+    code = _exit_code(exc)
+    if verbose:
+        sys.stderr.write("".join(traceback.format_exception(exc)))
+    if isinstance(exc, ConfigError | SimulationError):
+        _error(f"error: {_one_line(str(exc), 2000)}")
+    elif isinstance(exc, StarskopeError):
+        _error(f"error: {type(exc).__name__}: {_one_line(str(exc), 2000)}")
+    else:
+        hint = "" if verbose else "; rerun with -v for the traceback"
+        _error(f"error: unexpected {type(exc).__name__}: {_one_line(str(exc))}{hint}")
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``starskope`` console script."""
+    """Entry point of the ``starskope`` console script; returns the exit code.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Arguments (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0, 1, 2, 3 or 130, as :data:`EXIT_CODES` documents. Never raises for a bad input.
+    """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version (0) and usage errors (2)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE if exc.code else EXIT_OK
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     # The scheduler of a LocalCluster runs in this process; its INFO chatter is for -vv.
@@ -112,15 +198,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     dask.config.set({"logging.distributed": "info" if args.verbose >= 2 else "warning"})
     try:
         code: int = args.func(args)
-    except ConfigError as exc:
-        _emit(f"error: {exc}")
-        return EXIT_USAGE
-    except StarskopeError as exc:
-        _emit(f"error: {type(exc).__name__}: {exc}")
-        return EXIT_FAILED
     except KeyboardInterrupt:
-        _emit("interrupted; rerun the same command to resume")
-        return 130
+        _error("interrupted; rerun the same command to resume")
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        return _report(exc, args.verbose)
     return code
 
 

@@ -1,7 +1,9 @@
 """Pipeline subcommands of ``starskope``: simulate, discover, ingest, status, demo.
 
 Each ``cmd_*`` function parses nothing and decides nothing: it turns arguments into a config,
-calls one library function and reports.
+calls one library function and reports: results to stdout, warnings to stderr. Errors are
+raised as :class:`~starskope_dask.errors.StarskopeError` and turned into one line and an
+exit code by :func:`starskope_dask.cli.main`.
 """
 
 from __future__ import annotations
@@ -11,18 +13,39 @@ import json
 import logging
 import os
 import sys
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+from starskope_dask.errors import ConfigError, StarskopeError, StoreError
 
 logger = logging.getLogger(__name__)
 
+#: Failures listed one by one in a summary; the rest are counted (``status --all`` lists all).
+MAX_FAILURES_SHOWN = 10
+
 
 def _emit(text: str) -> None:
+    """A result line, to stdout."""
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
 
 
+def _warn(text: str) -> None:
+    """A warning line, to stderr."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def _one_line(text: Any, limit: int = 300) -> str:
+    flat = " ".join(str(text).split())
+    return flat[:limit] + ("..." if len(flat) > limit else "")
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Write a simulated archive."""
+    from starskope_dask.config import load_storage_config
+    from starskope_dask.fetch import url_protocol
     from starskope_dask.simulate import SimulationConfig, simulate_archive
 
     config = SimulationConfig(
@@ -32,8 +55,19 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         max_segments=args.max_segments,
         segment_days=args.segment_days,
     )
+    if args.processes < 1:
+        raise ConfigError(f"--processes must be at least 1, not {args.processes}")
+    options = (
+        load_storage_config(config_file=args.config).storage_options()
+        if url_protocol(args.out_url) == "s3"
+        else None
+    )
     result = simulate_archive(
-        args.out_url, config, processes=args.processes, progress=not args.quiet
+        args.out_url,
+        config,
+        storage_options=options,
+        processes=args.processes,
+        progress=not args.quiet,
     )
     _emit(
         f"wrote {result.n_products} products of {result.n_stars} stars "
@@ -47,13 +81,24 @@ def cmd_discover(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from starskope_dask.config import load_storage_config
-    from starskope_dask.discover import discover, list_archive, read_targets_file, write_manifest
+    from starskope_dask.discover import (
+        check_cone_radius,
+        check_manifest_output,
+        discover,
+        list_archive,
+        read_targets_file,
+        write_manifest,
+    )
     from starskope_dask.mast import MastClient, MastSettings, default_cache_dir
+    from starskope_dask.pipeline import store_options_for
 
+    radius = check_cone_radius(args.radius, "--radius")
+    check_manifest_output(args.output)  # before any discovery: fail in seconds, not at the end
     targets = list(args.targets)
     for path in args.targets_file or []:
         targets += read_targets_file(path)
-    options = load_storage_config().storage_options()
+    storage = load_storage_config(config_file=args.config)
+    options = storage.storage_options()
     settings = MastSettings(
         cache_dir=Path(args.mast_cache) if args.mast_cache else default_cache_dir(),
         offline=args.offline,
@@ -69,16 +114,17 @@ def cmd_discover(args: argparse.Namespace) -> int:
             prefixes=args.prefix or (),
             missions=args.mission,
             products=args.product,
-            radius_arcsec=args.radius,
+            radius_arcsec=radius,
             mast=MastClient(settings),
             storage_options=options,
         )
-    write_manifest(manifest, args.output)
     for problem in problems:
-        _emit(f"warning: {problem}")
-    _emit(f"{len(manifest)} products of {manifest['target'].nunique()} targets -> {args.output}")
+        _warn(f"warning: {_one_line(problem, 1000)}")
     if manifest.empty:
+        _warn(f"error: no products found; {args.output} was not written")
         return 3
+    write_manifest(manifest, args.output, store_options_for(storage))
+    _emit(f"{len(manifest)} products of {manifest['target'].nunique()} targets -> {args.output}")
     return 0 if not problems else 1
 
 
@@ -87,14 +133,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from starskope_dask.config import load_ingest_config
     from starskope_dask.pipeline import run
 
-    logging.getLogger("starskope_dask").setLevel(logging.INFO)
     config = load_ingest_config(
         args.manifest,
         args.store,
         args.config,
         scheduler_address=args.scheduler,
         n_workers=args.workers,
+        retry_failed=True if args.retry_failed else None,
     )
+    logging.getLogger("starskope_dask").setLevel(logging.INFO)
     summary = run(config, progress=not args.quiet)
     _emit(_summary_text(summary.as_dict()))
     if args.json:
@@ -102,7 +149,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0 if summary.n_failed == 0 else 1
 
 
-def _summary_text(summary: dict[str, Any]) -> str:
+def _summary_text(summary: Mapping[str, Any]) -> str:
     lines = [
         f"store {summary['store']}: {summary['n_stars']} stars, {summary['n_products']} products "
         f"({summary['n_stored']} stored, {summary['n_failed']} failed); "
@@ -110,10 +157,64 @@ def _summary_text(summary: dict[str, Any]) -> str:
         f"{summary['n_chunks_skipped']} already done; "
         f"{summary['bytes_read'] / 1e6:.1f} MB read in {summary['seconds']:.1f} s"
     ]
-    lines += [
-        f"  failed: {f['url']}: {f['error_type']}: {f['message']}" for f in summary["failures"]
-    ]
+    lines += failure_lines(summary["failures"], str(summary["store"]))
     return "\n".join(lines)
+
+
+def failure_lines(
+    failures: Sequence[Mapping[str, Any]], store: str, *, show_all: bool = False
+) -> list[str]:
+    """Failures for a terminal: counts by error type, the first :data:`MAX_FAILURES_SHOWN`
+    (every one with ``show_all``), and where to find the rest.
+
+    Parameters
+    ----------
+    failures : sequence of mapping
+        ``url``, ``error_type`` and ``message`` of each failure.
+    store : str
+        The store, for the ``starskope status`` hint.
+    show_all : bool
+        List every failure.
+
+    Returns
+    -------
+    list of str
+        One line each; empty without failures.
+    """
+    if not failures:
+        return []
+    counts = Counter(str(f.get("error_type")) for f in failures)
+    lines = ["  failed by type: " + ", ".join(f"{n} {kind}" for kind, n in counts.most_common())]
+    shown = failures if show_all else failures[:MAX_FAILURES_SHOWN]
+    for failure in shown:
+        url = str(failure.get("url"))
+        message = str(failure.get("message")).removeprefix(f"{url}: ")  # it names the URL too
+        lines.append(f"  failed: {url}: {failure.get('error_type')}: {_one_line(message)}")
+    if len(shown) < len(failures):
+        lines.append(
+            f"  ... and {len(failures) - len(shown)} more; see `starskope status {store} --all` "
+            "(or --json) for all"
+        )
+    return lines
+
+
+def _unreadable_state(store: str, options: Mapping[str, Any], exc: Exception) -> StoreError:
+    """Name the state file of ``store`` that cannot be read (``exc`` came from reading it)."""
+    from starskope_dask.store import read_table, state_url
+
+    for name in ("products.parquet", "stars.parquet"):
+        url = state_url(store, name)
+        try:
+            read_table(url, options)
+        except Exception as error:
+            return StoreError(
+                f"cannot read {url}: {type(error).__name__}: {_one_line(error)}; the store's "
+                "ingest state is damaged: restore that file, or ingest again into a new store"
+            )
+    return StoreError(
+        f"cannot read the ingest state of {store}: {type(exc).__name__}: {_one_line(exc)}; "
+        "the store may be damaged: ingest again into a new store"
+    )
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -122,7 +223,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     from starskope_dask.pipeline import store_options_for
     from starskope_dask.store import store_status
 
-    status = store_status(args.store, store_options_for(load_storage_config()))
+    options = store_options_for(load_storage_config(config_file=args.config))
+    try:
+        status = store_status(args.store, options)
+    except StarskopeError:
+        raise
+    except Exception as exc:  # a state file that is not what ingest wrote
+        raise _unreadable_state(args.store, options, exc) from exc
     if args.json:
         _emit(json.dumps(status.as_dict()))
         return 0
@@ -131,8 +238,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"{status.n_stored} stored, {status.n_failed} failed; chunks done "
         f"{status.n_chunks_done}/{status.n_chunks}; grid {status.grid}"
     )
-    for failure in status.failures:
-        _emit(f"  failed: {failure['url']}: {failure['error_type']}: {failure['message']}")
+    for line in failure_lines(status.failures, status.store, show_all=args.all):
+        _emit(line)
     return 0
 
 
@@ -143,17 +250,44 @@ def cmd_demo(args: argparse.Namespace) -> int:
     logging.getLogger("starskope_dask").setLevel(logging.INFO)
     result = run_demo(args.out, n_stars=args.stars, seed=args.seed, n_workers=args.workers)
     _emit(_summary_text(result["summary"]))
-    _emit(f"manifest: {result['manifest']}\nstore: {result['store']}\nplot: {result['plot']}")
-    return 0
+    plot = result["plot"] or "none (no star was stored)"
+    _emit(f"manifest: {result['manifest']}\nstore: {result['store']}\nplot: {plot}")
+    return 0 if result["summary"]["n_failed"] == 0 else 1
+
+
+def _parser(sub: Any, name: str, help_text: str, codes: str, **kwargs: Any) -> Any:
+    """A subcommand parser whose help ends with its exit codes."""
+    return sub.add_parser(
+        name,
+        help=help_text,
+        epilog=f"exit codes: {codes}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        **kwargs,
+    )
+
+
+def _config_option(parser: Any) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="YAML config file (sections read, grid, ingest, storage); "
+        "DASK_STARSKOPE__SECTION__KEY variables apply too",
+    )
 
 
 def register(sub: Any) -> None:
     """Add the pipeline subcommands to the ``starskope`` parser."""
-    simulate = sub.add_parser("simulate", help="write a simulated archive with truth tables")
+    simulate = _parser(
+        sub,
+        "simulate",
+        "write a simulated archive with truth tables",
+        "0 written; 2 bad arguments (--stars, --seed, --missions, --segment-days, ...);\n"
+        "3 OUT_URL cannot be written (a file, read-only, an S3 endpoint that does not answer).",
+    )
     simulate.add_argument("out_url", metavar="OUT_URL", help="local folder or s3://bucket[/prefix]")
     simulate.add_argument("--stars", type=int, default=20, help="number of stars (default 20)")
     simulate.add_argument("--missions", default="kepler,k2,tess", help="comma-separated")
-    simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument("--seed", type=int, default=0, help="seed, >= 0 (default 0)")
     simulate.add_argument(
         "--max-segments",
         type=int,
@@ -168,13 +302,19 @@ def register(sub: Any) -> None:
     )
     simulate.add_argument("--processes", type=int, default=os.cpu_count() or 1)
     simulate.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _config_option(simulate)
     simulate.set_defaults(func=cmd_simulate)
 
-    discover = sub.add_parser(
+    discover = _parser(
+        sub,
         "discover",
-        help="targets to a manifest of products",
-        description="TARGET: KIC n | EPIC n | TIC n | RA,DEC[,RADIUS_ARCSEC] | "
-        "hosts:kepler|k2|tess (confirmed planet hosts) | a name MAST resolves (HAT-P-7)",
+        "targets to a manifest of products",
+        "0 every target found; 1 some targets found nothing or failed (warnings on stderr);\n"
+        "2 bad target, --radius or option; 3 -o cannot be written, the archive cannot be\n"
+        "listed, or no product was found at all (nothing is written then).",
+        description="TARGET: KIC n | EPIC n | TIC n | RA,DEC[,RADIUS_ARCSEC] (degrees, degrees,\n"
+        "arcsec; radius in (0, 3600]) | hosts:kepler|k2|tess (confirmed planet hosts) |\n"
+        "a name MAST resolves (HAT-P-7)",
     )
     discover.add_argument("targets", nargs="*", metavar="TARGET")
     discover.add_argument("--targets-file", action="append", help="file with one target per line")
@@ -198,7 +338,7 @@ def register(sub: Any) -> None:
         "(repeatable; default: every mission light curve)",
     )
     discover.add_argument(
-        "--radius", type=float, default=10.0, help="search radius in arcsec (default 10)"
+        "--radius", type=float, default=10.0, help="search radius in arcsec, (0, 3600] (default 10)"
     )
     discover.add_argument(
         "--mast-cache", help="where MAST answers are cached (default ~/.cache/starskope/mast)"
@@ -206,25 +346,59 @@ def register(sub: Any) -> None:
     discover.add_argument(
         "--offline", action="store_true", help="answer from the MAST cache only (replay)"
     )
-    discover.add_argument("-o", "--output", default="manifest.parquet")
+    discover.add_argument(
+        "-o", "--output", default="manifest.parquet", help="manifest: local path or s3:// URL"
+    )
+    _config_option(discover)
     discover.set_defaults(func=cmd_discover)
 
-    ingest = sub.add_parser("ingest", help="manifest to the time-aligned Zarr cube")
+    ingest = _parser(
+        sub,
+        "ingest",
+        "manifest to the time-aligned Zarr cube",
+        "0 every product stored; 1 some products failed (the others are stored; see\n"
+        "`starskope status STORE`); 2 bad config or manifest, or an unreachable --scheduler;\n"
+        "3 the store cannot be reached or written, is locked by another ingest, or is not a\n"
+        "starskope store.",
+    )
     ingest.add_argument("manifest", metavar="MANIFEST")
     ingest.add_argument("--store", required=True, help="local path or s3:// URL of the cube")
     ingest.add_argument("--scheduler", help="Dask scheduler address (or DASK_SCHEDULER_ADDRESS)")
     ingest.add_argument("--workers", type=int, help="LocalCluster worker processes")
-    ingest.add_argument("--config", help="YAML config file")
+    ingest.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="read every product that failed before again (a rerun always retries transient "
+        "failures: timeouts, servers that were down; stored products are never read again)",
+    )
+    _config_option(ingest)
     ingest.add_argument("--json", action="store_true", help="also print the summary as JSON")
     ingest.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     ingest.set_defaults(func=cmd_ingest)
 
-    status = sub.add_parser("status", help="what a store holds, and its failures")
+    status = _parser(
+        sub,
+        "status",
+        "what a store holds, and its failures",
+        "0 reported (failures or not); 2 bad config; 3 the store cannot be read, holds no\n"
+        "ingest state, or its state files are damaged.",
+    )
     status.add_argument("store", metavar="STORE")
-    status.add_argument("--json", action="store_true")
+    status.add_argument("--json", action="store_true", help="everything, every failure, as JSON")
+    status.add_argument(
+        "--all",
+        action="store_true",
+        help=f"list every failure (default: counts by type and the first {MAX_FAILURES_SHOWN})",
+    )
+    _config_option(status)
     status.set_defaults(func=cmd_status)
 
-    demo = sub.add_parser("demo", help="the main job on a local S3 server and simulated archive")
+    demo = _parser(
+        sub,
+        "demo",
+        "the main job on a local S3 server and simulated archive",
+        "0 done; 1 some products failed; 2 bad arguments; 3 --out cannot be written.",
+    )
     demo.add_argument("--out", default="starskope-demo", help="output folder")
     demo.add_argument("--stars", type=int, default=24)
     demo.add_argument("--seed", type=int, default=7)

@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import numbers
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import dask.config
 import yaml
+from dask.utils import parse_bytes
 
 from starskope_dask.errors import ConfigError
 
@@ -36,7 +40,7 @@ def _defaults() -> dict[str, Any]:
 
 @dataclasses.dataclass(frozen=True)
 class StorageConfig:
-    """How to reach object stores (S3).
+    """How to reach object stores (S3) and web servers (HTTP(S)), with timeouts and retries.
 
     Attributes
     ----------
@@ -46,25 +50,150 @@ class StorageConfig:
         S3 endpoint; ``None`` uses ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` or AWS itself.
     region : str
         AWS region of the bucket.
+    connect_timeout_s : float
+        Seconds to wait for a connection to a server (S3 or HTTP).
+    read_timeout_s : float
+        Seconds to wait for the next bytes of an answer; a server that accepts the connection
+        and never answers fails after this long (per try).
+    retries : int
+        Further tries of a read that failed for a transient reason (timeout, connection
+        refused or reset, HTTP 5xx), with exponential backoff.
+    retry_backoff_s : float
+        Wait before the first retry; doubled for each further one (with jitter).
     """
 
     anon: bool = True
     endpoint_url: str | None = None
     region: str = "us-east-1"
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 60.0
+    retries: int = 3
+    retry_backoff_s: float = 0.5
 
-    def storage_options(self) -> dict[str, Any]:
-        """Return fsspec ``storage_options`` for ``s3://`` URLs."""
-        endpoint = (
+    def __post_init__(self) -> None:
+        if not isinstance(self.anon, bool):
+            raise ConfigError(f"storage.anon must be true or false, not {self.anon!r}")
+        for name in ("connect_timeout_s", "read_timeout_s"):
+            value = getattr(self, name)
+            if not _is_number(value) or not 0 < value <= 3600:
+                raise ConfigError(f"storage.{name} must be in (0, 3600] seconds, not {value!r}")
+        if not _is_number(self.retry_backoff_s) or not 0 <= self.retry_backoff_s <= 60:
+            raise ConfigError(
+                f"storage.retry_backoff_s must be in [0, 60] seconds, not {self.retry_backoff_s!r}"
+            )
+        if not _is_int(self.retries) or not 0 <= self.retries <= 20:
+            raise ConfigError(
+                f"storage.retries must be an integer in [0, 20], not {self.retries!r}"
+            )
+        if self.endpoint_url is not None and not (
+            isinstance(self.endpoint_url, str)
+            and self.endpoint_url.startswith(("http://", "https://"))
+        ):
+            raise ConfigError(
+                f"storage.endpoint_url must be an http(s):// URL, not {self.endpoint_url!r}"
+            )
+
+    def resolved_endpoint(self) -> str | None:
+        """The S3 endpoint: configured, else ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``."""
+        return (
             self.endpoint_url
             or os.environ.get("AWS_ENDPOINT_URL_S3")
             or os.environ.get("AWS_ENDPOINT_URL")
+            or None
         )
+
+    def storage_options(self) -> dict[str, Any]:
+        """Return fsspec ``storage_options`` for ``s3://`` URLs."""
         options: dict[str, Any] = {"anon": self.anon}
         client_kwargs: dict[str, Any] = {"region_name": self.region}
+        endpoint = self.resolved_endpoint()
         if endpoint:
             client_kwargs["endpoint_url"] = endpoint
         options["client_kwargs"] = client_kwargs
+        options["config_kwargs"] = {
+            "connect_timeout": self.connect_timeout_s,
+            "read_timeout": self.read_timeout_s,
+            "retries": {"max_attempts": 1 + self.retries, "mode": "standard"},
+        }
         return options
+
+    def http_options(self) -> dict[str, Any]:
+        """Return fsspec ``storage_options`` for ``http(s)://`` URLs (aiohttp timeouts)."""
+        import aiohttp
+
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self.connect_timeout_s, sock_read=self.read_timeout_s
+        )
+        return {"client_kwargs": {"timeout": timeout}}
+
+    def options_for(self, protocol: str) -> dict[str, Any]:
+        """Fsspec options for a URL protocol (``s3``, ``http``, ``https``, ``file``)."""
+        if protocol == "s3":
+            return self.storage_options()
+        if protocol in ("http", "https"):
+            return self.http_options()
+        return {}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+#: Largest integer quality bitmask: the QUALITY columns are 32-bit signed integers.
+MAX_QUALITY_BITMASK = 2**31 - 1
+#: Most grid steps: the cube stores time as int32 step numbers.
+MAX_GRID_STEPS = 2**31 - 1
+#: Largest Zarr chunk of float32 values (star_chunk x time_chunk x 4 bytes).
+MAX_CHUNK_BYTES = 2**31 - 1
+
+
+def _show(value: Any) -> str:
+    """``repr`` of a bad value, short, with its type where the repr hides it."""
+    text = repr(value)
+    if len(text) > 80:
+        text = text[:77] + "..."
+    if isinstance(value, bool):
+        return f"{text} (a boolean)"
+    if isinstance(value, float):
+        return f"{text} (a float)"
+    if not isinstance(value, str | int | type(None)):
+        return f"{text} (a {type(value).__name__})"
+    return text
+
+
+def _invalid(key: str, expected: str, value: Any, hint: str = "") -> ConfigError:
+    """The error for a bad value: names the dotted key, what is expected and what was given."""
+    return ConfigError(f"{key} must be {expected}, not {_show(value)}{hint}")
+
+
+def _integer(value: Any) -> bool:
+    """An integer (Python or NumPy), not a boolean and not a float."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _real(value: Any) -> bool:
+    """A finite real number (an integer or float), not a boolean, not NaN or infinite."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # an integer too large for a float
+        return False
+
+
+def _check_int(key: str, value: Any, low: int, high: int) -> None:
+    if not _integer(value) or not low <= value <= high:
+        raise _invalid(key, f"an integer in [{low}, {high}]", value)
+
+
+def _check_real(key: str, value: Any, what: str) -> float:
+    if not _real(value):
+        raise _invalid(key, f"a finite number ({what})", value)
+    return float(value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,34 +205,68 @@ class ReadConfig:
     flux : {"pdcsap", "sap"}
         Which flux to take from pipeline products.
     quality_bitmask : str or int
-        ``"none"``, ``"default"``, ``"hard"``, ``"hardest"`` (lightkurve's meanings) or an int.
+        ``"none"``, ``"default"``, ``"hard"``, ``"hardest"`` (lightkurve's meanings) or an
+        integer in ``[0, 2**31 - 1]``.
     column_map : mapping or None
         Column names for products the reader does not know, keys ``time``, ``flux``,
         ``flux_err`` and ``quality``.
+    max_product_bytes : int
+        Largest product accepted, as downloaded and after decompression: a ``.gz`` that
+        inflates past it (a decompression bomb) or a larger file is refused as corrupt
+        without ever being held in memory whole. The largest real light curves (TESS 20-s)
+        are about 30 MB.
+
+    Raises
+    ------
+    ConfigError
+        For a value of the wrong type or out of range (the message names the key).
     """
 
     flux: FluxKind = "pdcsap"
     quality_bitmask: str | int = "default"
     column_map: Mapping[str, str] | None = None
+    max_product_bytes: int = 512 * 2**20
 
     def __post_init__(self) -> None:
-        if self.flux not in ("pdcsap", "sap"):
-            raise ConfigError(f"read.flux must be 'pdcsap' or 'sap', not {self.flux!r}")
+        if not isinstance(self.flux, str) or self.flux not in ("pdcsap", "sap"):
+            text = self.flux.lower() if isinstance(self.flux, str) else ""
+            hint = _suggest(text, ("pdcsap", "sap")) if text else ""
+            raise _invalid("read.flux", "'pdcsap' or 'sap'", self.flux, hint)
         mask = self.quality_bitmask
-        if isinstance(mask, str) and mask not in QUALITY_PRESETS:
-            raise ConfigError(
-                f"read.quality_bitmask {mask!r} is not one of {QUALITY_PRESETS} or an integer"
-                + _suggest(mask, QUALITY_PRESETS)
+        if isinstance(mask, str):
+            if mask not in QUALITY_PRESETS:
+                raise ConfigError(
+                    f"read.quality_bitmask {mask!r} is not one of {QUALITY_PRESETS} or an integer"
+                    + _suggest(mask, QUALITY_PRESETS)
+                )
+        elif not _integer(mask) or not 0 <= mask <= MAX_QUALITY_BITMASK:
+            raise _invalid(
+                "read.quality_bitmask",
+                f"one of {QUALITY_PRESETS} or an integer in [0, 2**31 - 1]",
+                mask,
             )
-        if isinstance(mask, int) and mask < 0:
-            raise ConfigError(f"read.quality_bitmask must be >= 0, not {mask}")
+        if not _is_int(self.max_product_bytes) or not 2880 <= self.max_product_bytes <= 2**40:
+            raise ConfigError(
+                "read.max_product_bytes must be an integer number of bytes in [2880, 2**40], "
+                f"not {self.max_product_bytes!r}"
+            )
         if self.column_map is not None:
-            unknown = set(self.column_map) - {"time", "flux", "flux_err", "quality"}
-            if unknown or "time" not in self.column_map or "flux" not in self.column_map:
+            expected = (
+                "a mapping with keys 'time' and 'flux' (optionally 'flux_err', 'quality') to "
+                "column names, e.g. {time: TIME, flux: CORR_FLUX}"
+            )
+            if not isinstance(self.column_map, Mapping):
+                raise _invalid("read.column_map", expected, self.column_map)
+            keys = list(self.column_map)
+            unknown = set(keys) - {"time", "flux", "flux_err", "quality"}
+            if unknown or "time" not in keys or "flux" not in keys:
                 raise ConfigError(
                     "read.column_map needs keys 'time' and 'flux' (optionally 'flux_err', "
-                    f"'quality'); got {sorted(self.column_map)}"
+                    f"'quality'); got {sorted(map(str, keys))}"
                 )
+            for key, column in self.column_map.items():
+                if not isinstance(column, str) or not column.strip():
+                    raise _invalid(f"read.column_map.{key}", "a column name (a string)", column)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,9 +276,15 @@ class GridConfig:
     Attributes
     ----------
     start_bjd, stop_bjd : float
-        Grid span in BJD_TDB days (stop exclusive).
+        Grid span in BJD_TDB days (stop exclusive), finite.
     cadence_days : float
-        Grid step; Kepler long cadence by default.
+        Grid step in ``(0, 1)`` days; Kepler long cadence by default. The grid holds at most
+        ``MAX_GRID_STEPS`` steps.
+
+    Raises
+    ------
+    ConfigError
+        For a value of the wrong type or out of range (the message names the key).
     """
 
     start_bjd: float = 2454950.0
@@ -123,17 +292,36 @@ class GridConfig:
     cadence_days: float = 0.02043359821692
 
     def __post_init__(self) -> None:
-        if not self.stop_bjd > self.start_bjd:
+        start = _check_real("grid.start_bjd", self.start_bjd, "BJD_TDB days")
+        stop = _check_real("grid.stop_bjd", self.stop_bjd, "BJD_TDB days")
+        cadence = _check_real("grid.cadence_days", self.cadence_days, "days")
+        for name, value in (("start_bjd", start), ("stop_bjd", stop), ("cadence_days", cadence)):
+            object.__setattr__(self, name, value)  # ints from YAML become floats
+        if not stop > start:
+            raise ConfigError(f"grid.stop_bjd ({stop}) must be after grid.start_bjd ({start})")
+        if not 0 < cadence < 1:
+            raise _invalid("grid.cadence_days", "in (0, 1) days", self.cadence_days)
+        steps = (stop - start) // cadence
+        if not 1 <= steps <= MAX_GRID_STEPS:
             raise ConfigError(
-                f"grid.stop_bjd ({self.stop_bjd}) must be after grid.start_bjd ({self.start_bjd})"
+                f"grid.cadence_days: the grid from grid.start_bjd {start} to grid.stop_bjd {stop} "
+                f"in steps of {cadence} days has {steps:.0f} steps; it must have 1 to "
+                f"{MAX_GRID_STEPS} (widen the span or change the cadence)"
             )
-        if not 0 < self.cadence_days < 1:
-            raise ConfigError(f"grid.cadence_days must be in (0, 1) days, not {self.cadence_days}")
 
     @property
     def size(self) -> int:
         """Number of grid steps."""
         return int((self.stop_bjd - self.start_bjd) // self.cadence_days)
+
+
+_INGEST_INT_RANGES = {
+    "star_chunk": (1, 65536),
+    "time_chunk": (1, 2**24),
+    "fetch_concurrency": (1, 1024),
+    "n_workers": (1, 1024),
+    "threads_per_worker": (1, 1024),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,17 +335,27 @@ class IngestConfig:
     store : str
         URL of the Zarr store (local path or ``s3://``).
     star_chunk, time_chunk : int
-        Zarr chunk shape along ``star`` and ``time``; one write task owns whole star chunks.
+        Zarr chunk shape along ``star`` (1 to 65536) and ``time`` (1 to 2**24); one write
+        task owns whole star chunks, and one chunk of float32 stays under 2 GiB.
     match_radius_arcsec : float
-        Cross-match tolerance between missions.
+        Cross-match tolerance between missions, in ``(0, 60]``.
     fetch_concurrency : int
-        Objects fetched at once inside one partition.
+        Objects fetched at once inside one partition (1 to 1024).
     n_workers, threads_per_worker : int
-        LocalCluster shape, when no scheduler address is given.
-    memory_limit : str
-        Memory limit per LocalCluster worker.
+        LocalCluster shape (1 to 1024 each), when no scheduler address is given.
+    memory_limit : str or int
+        Memory limit per LocalCluster worker: bytes, a size such as ``"2GiB"``, or ``"auto"``.
     scheduler_address : str or None
         Existing scheduler; falls back to ``DASK_SCHEDULER_ADDRESS``.
+    retry_failed : bool
+        Read every product that failed in an earlier run again. Without it a rerun retries
+        only transient failures (``FetchError``: timeouts, servers down); a product that is
+        corrupt stays failed until the manifest or this flag says otherwise.
+
+    Raises
+    ------
+    ConfigError
+        For a value of the wrong type or out of range (the message names the key).
     """
 
     manifest: str = ""
@@ -168,21 +366,44 @@ class IngestConfig:
     fetch_concurrency: int = 32
     n_workers: int = 2
     threads_per_worker: int = 1
-    memory_limit: str = "2GiB"
+    memory_limit: str | int = "2GiB"
     scheduler_address: str | None = None
+    retry_failed: bool = False
     read: ReadConfig = dataclasses.field(default_factory=ReadConfig)
     grid: GridConfig = dataclasses.field(default_factory=GridConfig)
     storage: StorageConfig = dataclasses.field(default_factory=StorageConfig)
 
     def __post_init__(self) -> None:
-        for name in ("star_chunk", "time_chunk", "fetch_concurrency", "n_workers"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"ingest.{name} must be a positive integer, not {value!r}")
-        if not 0 < self.match_radius_arcsec <= 60:
+        for name in ("manifest", "store"):
+            if not isinstance(getattr(self, name), str):
+                raise _invalid(f"ingest.{name}", "a URL or path (a string)", getattr(self, name))
+        for name, (low, high) in _INGEST_INT_RANGES.items():
+            _check_int(f"ingest.{name}", getattr(self, name), low, high)
+        chunk_bytes = 4 * self.star_chunk * self.time_chunk
+        if chunk_bytes > MAX_CHUNK_BYTES:
             raise ConfigError(
-                f"ingest.match_radius_arcsec must be in (0, 60], not {self.match_radius_arcsec}"
+                f"ingest.star_chunk x ingest.time_chunk ({self.star_chunk} x {self.time_chunk}) "
+                f"makes Zarr chunks of {chunk_bytes / 2**30:.1f} GiB; keep them under 2 GiB"
             )
+        radius = _check_real("ingest.match_radius_arcsec", self.match_radius_arcsec, "arcsec")
+        if not 0 < radius <= 60:
+            raise _invalid("ingest.match_radius_arcsec", "in (0, 60] arcsec", radius)
+        object.__setattr__(self, "match_radius_arcsec", radius)
+        _check_memory_limit(self.memory_limit)
+        address = self.scheduler_address
+        if address is not None and (
+            not isinstance(address, str) or not address.strip() or len(address.split()) != 1
+        ):
+            raise _invalid(
+                "ingest.scheduler_address",
+                "null or a scheduler address such as 'tcp://10.0.0.5:8786'",
+                address,
+            )
+        if not isinstance(self.retry_failed, bool):
+            raise _invalid("ingest.retry_failed", "true or false", self.retry_failed)
+        for name, cls in (("read", ReadConfig), ("grid", GridConfig), ("storage", StorageConfig)):
+            if not isinstance(getattr(self, name), cls):
+                raise _invalid(f"ingest.{name}", f"a {cls.__name__}", getattr(self, name))
 
     @property
     def resolved_scheduler_address(self) -> str | None:
@@ -190,26 +411,109 @@ class IngestConfig:
         return self.scheduler_address or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
 
 
+def _check_memory_limit(value: Any) -> None:
+    expected = "a positive number of bytes, a size such as '2GiB', or 'auto'"
+    if isinstance(value, str):
+        if value.strip().lower() == "auto":
+            return
+        try:
+            size = parse_bytes(value)
+        except (ValueError, TypeError):
+            raise _invalid("ingest.memory_limit", expected, value) from None
+    elif _integer(value):
+        size = int(value)
+    else:
+        raise _invalid("ingest.memory_limit", expected, value)
+    if size <= 0:
+        raise _invalid("ingest.memory_limit", expected, value)
+
+
 _T = TypeVar("_T")
+SECTIONS = ("read", "grid", "ingest", "storage")
 
 
 def _suggest(word: str, choices: Any) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
+    close = difflib.get_close_matches(word, [str(c) for c in choices], n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def _build(cls: type[_T], section: str, values: Mapping[str, Any], **extra: Any) -> _T:
+@dataclasses.dataclass(frozen=True)
+class _Layer:
+    """One source of config values, in order of precedence (later wins)."""
+
+    kind: str  # defaults | dask | env | file | overrides
+    label: str
+    tree: Mapping[str, Any]
+
+
+def _env_variable(*path: str) -> str:
+    """The ``DASK_*`` variable that set ``starskope.<path>`` (or the section holding it)."""
+    dotted = [".".join(("starskope", *path[:n])) for n in range(len(path), -1, -1)]
+    names = {
+        name[5:].lower().replace("__", ".").replace("-", "_"): name
+        for name in os.environ
+        if name.startswith("DASK_")
+    }
+    for key in dotted:
+        if key in names:
+            return names[key]
+    if "DASK_INTERNAL_INHERIT_CONFIG" in os.environ:
+        return "DASK_INTERNAL_INHERIT_CONFIG"
+    return "DASK_" + "__".join(("starskope", *path)).upper()
+
+
+def _where(layer: _Layer, *path: str) -> str:
+    """Where a value came from, for messages: ``set by DASK_STARSKOPE__...``, ...."""
+    if layer.kind == "env":
+        return f"set by the environment variable {_env_variable(*path)}"
+    if layer.kind == "dask":
+        return (
+            f"set in dask.config at {'.'.join(('starskope', *path))} (a YAML file in "
+            "~/.config/dask, DASK_* variables or dask.config.set)"
+        )
+    if layer.kind == "file":
+        return f"set in {layer.label}"
+    return layer.label
+
+
+def _source_of(layers: Sequence[_Layer], section: str, key: str) -> str:
+    for layer in reversed(layers):
+        values = layer.tree.get(section)
+        if isinstance(values, Mapping) and key in values:
+            return "" if layer.kind == "defaults" else _where(layer, section, key)
+    return ""
+
+
+_KEY_IN_MESSAGE = re.compile(r"^(?:unknown config key )?([a-z_]+)\.([a-z_]+)")
+
+
+def _build(
+    cls: type[_T],
+    section: str,
+    values: Mapping[str, Any],
+    layers: Sequence[_Layer] = (),
+    **extra: Any,
+) -> _T:
     if not isinstance(values, Mapping):
-        raise ConfigError(f"config section {section!r} must be a mapping, not {values!r}")
+        raise ConfigError(f"config section {section!r} must be a mapping, not {_show(values)}")
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = [key for key in values if key not in names]
-    if unknown:
-        key = unknown[0]
-        raise ConfigError(f"unknown config key {section}.{key}" + _suggest(key, names))
     try:
-        return cls(**{**values, **extra})
-    except TypeError as exc:
-        raise ConfigError(f"config section {section!r}: {exc}") from exc
+        if unknown:
+            key = unknown[0]
+            raise ConfigError(f"unknown config key {section}.{key}" + _suggest(str(key), names))
+        try:
+            return cls(**{**values, **extra})
+        except ConfigError:
+            raise
+        except (TypeError, ValueError, ArithmeticError) as exc:
+            raise ConfigError(f"config section {section!r}: {exc}") from exc
+    except ConfigError as exc:
+        match = _KEY_IN_MESSAGE.match(str(exc))
+        where = _source_of(layers, *match.groups()) if match else ""
+        if where:
+            raise ConfigError(f"{exc} ({where})") from exc
+        raise
 
 
 def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
@@ -222,8 +526,101 @@ def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _read_config_file(config_file: str | os.PathLike[str]) -> Mapping[str, Any]:
+    path = Path(config_file)
+    try:
+        text = path.read_text()
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} does not exist") from exc
+    except IsADirectoryError as exc:
+        raise ConfigError(f"config file {path} is a folder; give a YAML file") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from exc
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None)
+        detail = (
+            f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+            if mark is not None and problem
+            else " ".join(str(exc).split())
+        )
+        raise ConfigError(f"config file {path} is not valid YAML: {detail}") from exc
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, Mapping):
+        raise ConfigError(
+            f"config file {path} must hold a mapping of sections ({', '.join(SECTIONS)}), "
+            f"not {type(loaded).__name__}"
+        )
+    if "starskope" in loaded:
+        loaded = loaded["starskope"]
+        if loaded is None:
+            return {}
+        if not isinstance(loaded, Mapping):
+            raise ConfigError(
+                f"config file {path}: starskope must be a mapping of sections, not {_show(loaded)}"
+            )
+    return loaded
+
+
+def _check_layer(layer: _Layer) -> None:
+    """Every section of a layer is a known section and a mapping."""
+    for section, values in layer.tree.items():
+        if section not in SECTIONS:
+            where = "" if layer.kind == "file" else f" ({_where(layer, str(section))})"
+            prefix = f"{layer.label}: " if layer.kind == "file" else ""
+            raise ConfigError(
+                f"{prefix}unknown config section {section!r}; use {', '.join(SECTIONS)}"
+                + _suggest(str(section), SECTIONS)
+                + where
+            )
+        if not isinstance(values, Mapping):
+            example = f"{section}: {{{next(iter(_defaults()[section]))}: ...}}"
+            shown = "null (an empty section)" if values is None else _show(values)
+            raise ConfigError(
+                f"config section {section} must be a mapping of keys (e.g. `{example}`), not "
+                f"{shown} ({_where(layer, section)})"
+            )
+
+
+def _layers(config_file: str | os.PathLike[str] | None = None) -> list[_Layer]:
+    """The config sources, lowest precedence first, each checked for shape (no side effects)."""
+    layers = [_Layer("defaults", "the package defaults", _defaults())]
+    from_dask = dask.config.get("starskope", default=None)
+    if from_dask is not None:
+        if not isinstance(from_dask, Mapping):
+            raise ConfigError(
+                f"dask.config key starskope must be a mapping of sections, not {_show(from_dask)}"
+            )
+        layers.append(_Layer("dask", "dask.config", from_dask))
+    # dask.config reads DASK_* variables when it is imported; read them again so variables
+    # set later in the process (tests, job wrappers) count too.
+    from_env = dask.config.collect_env(dict(os.environ)).get("starskope")
+    if from_env is not None:
+        if not isinstance(from_env, Mapping):
+            raise ConfigError(
+                f"{_env_variable()} must set a mapping of sections, not {_show(from_env)}; set "
+                "single keys instead, e.g. DASK_STARSKOPE__INGEST__STAR_CHUNK=128"
+            )
+        layers.append(_Layer("env", "the environment", from_env))
+    if config_file is not None:
+        layers.append(_Layer("file", f"config file {config_file}", _read_config_file(config_file)))
+    for layer in sorted(layers[1:], key=lambda lay: -layers.index(lay)):
+        _check_layer(layer)
+    return layers
+
+
+def _tree(layers: Sequence[_Layer]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for layer in layers:
+        tree = _merge(tree, layer.tree)
+    return tree
+
+
 def config_tree(config_file: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """Return the merged config tree: package defaults < dask.config/env < ``config_file``.
+    """Return the merged config tree: package defaults < dask.config < env < ``config_file``.
 
     Parameters
     ----------
@@ -234,50 +631,55 @@ def config_tree(config_file: str | os.PathLike[str] | None = None) -> dict[str, 
     -------
     dict
         The ``starskope`` tree.
+
+    Raises
+    ------
+    ConfigError
+        For a config file that is missing, a folder or not YAML, and for a section that is
+        unknown or not a mapping (the message names the file or environment variable).
     """
-    tree = _defaults()
-    from_dask = dask.config.get("starskope", default=None)
-    if isinstance(from_dask, Mapping):
-        tree = _merge(tree, from_dask)
-    # dask.config reads DASK_* variables when it is imported; read them again so variables
-    # set later in the process (tests, job wrappers) count too.
-    env_tree = dask.config.collect_env(dict(os.environ)).get("starskope")
-    if isinstance(env_tree, Mapping):
-        tree = _merge(tree, env_tree)
-    if config_file is not None:
-        path = Path(config_file)
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except FileNotFoundError as exc:
-            raise ConfigError(f"config file {path} does not exist") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, Mapping):
-            raise ConfigError(
-                f"config file {path} must hold a mapping, not {type(loaded).__name__}"
-            )
-        loaded = loaded.get("starskope", loaded)
-        unknown = [k for k in loaded if k not in tree]
-        if unknown:
-            raise ConfigError(
-                f"config file {path}: unknown section {unknown[0]!r}" + _suggest(unknown[0], tree)
-            )
-        tree = _merge(tree, loaded)
-    return tree
+    return _tree(_layers(config_file))
 
 
-def load_read_config(tree: Mapping[str, Any] | None = None) -> ReadConfig:
-    """Build the :class:`ReadConfig` from a config tree (defaults when ``None``)."""
-    tree = config_tree() if tree is None else tree
-    return _build(ReadConfig, "read", tree.get("read", {}))
+def _section(
+    cls: type[_T],
+    section: str,
+    tree: Mapping[str, Any] | None,
+    config_file: str | os.PathLike[str] | None,
+) -> _T:
+    layers: list[_Layer] = []
+    if tree is None:
+        layers = _layers(config_file)
+        tree = _tree(layers)
+    return _build(cls, section, tree.get(section, {}), layers)
 
 
-def load_storage_config(tree: Mapping[str, Any] | None = None) -> StorageConfig:
-    """Build the :class:`StorageConfig` from a config tree (defaults when ``None``)."""
-    tree = config_tree() if tree is None else tree
-    return _build(StorageConfig, "storage", tree.get("storage", {}))
+def load_read_config(
+    tree: Mapping[str, Any] | None = None, *, config_file: str | os.PathLike[str] | None = None
+) -> ReadConfig:
+    """Build the :class:`ReadConfig` from a config tree (defaults and environment when ``None``,
+    plus ``config_file``).
+
+    Raises
+    ------
+    ConfigError
+        For a bad value; the message names the key and where it was set.
+    """
+    return _section(ReadConfig, "read", tree, config_file)
+
+
+def load_storage_config(
+    tree: Mapping[str, Any] | None = None, *, config_file: str | os.PathLike[str] | None = None
+) -> StorageConfig:
+    """Build the :class:`StorageConfig` from a config tree (defaults and environment when
+    ``None``, plus ``config_file``).
+
+    Raises
+    ------
+    ConfigError
+        For a bad value; the message names the key and where it was set.
+    """
+    return _section(StorageConfig, "storage", tree, config_file)
 
 
 def load_ingest_config(
@@ -300,17 +702,27 @@ def load_ingest_config(
     Returns
     -------
     IngestConfig
+
+    Raises
+    ------
+    ConfigError
+        For a bad config file or value. The message names the dotted key (``ingest.n_workers``),
+        what is expected, and where the value was set (the environment variable, the config
+        file or the command line). Nothing is started or written.
     """
-    tree = config_tree(config_file)
-    ingest = dict(tree.get("ingest", {}))
-    ingest.update({k: v for k, v in overrides.items() if v is not None})
+    layers = _layers(config_file)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if given:
+        layers.append(_Layer("overrides", "given on the command line", {"ingest": given}))
+    tree = _tree(layers)
     return _build(
         IngestConfig,
         "ingest",
-        ingest,
+        tree.get("ingest", {}),
+        layers,
         manifest=manifest,
         store=store,
-        read=load_read_config(tree),
-        grid=_build(GridConfig, "grid", tree.get("grid", {})),
-        storage=load_storage_config(tree),
+        read=_build(ReadConfig, "read", tree.get("read", {}), layers),
+        grid=_build(GridConfig, "grid", tree.get("grid", {}), layers),
+        storage=_build(StorageConfig, "storage", tree.get("storage", {}), layers),
     )

@@ -16,6 +16,7 @@ from typing import Any
 
 from starskope_dask.config import load_ingest_config
 from starskope_dask.discover import list_archive, write_manifest
+from starskope_dask.errors import StoreError
 from starskope_dask.pipeline import run
 from starskope_dask.plots import plot_cube_stars
 from starskope_dask.s3server import local_s3_server
@@ -25,10 +26,41 @@ from starskope_dask.store import open_cube
 logger = logging.getLogger(__name__)
 
 
+def prepare_output(out: str | os.PathLike[str]) -> Path:
+    """Make the demo's output folder (and its parents) and check that it can be written.
+
+    Raises
+    ------
+    StoreError
+        If ``out`` is a file, lies under a file, or is not writable; the message names it.
+    """
+    out_dir = Path(out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise StoreError(
+            f"cannot write the demo's output to {out_dir}: it is a file, not a folder; "
+            "choose another --out"
+        )
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(
+            f"cannot write the demo's output to {out_dir}: {type(exc).__name__}: "
+            f"{exc.strerror or exc}; choose another --out"
+        ) from exc
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise StoreError(
+            f"cannot write the demo's output to {out_dir}: the folder is not writable; "
+            "choose another --out or fix its permissions"
+        )
+    return out_dir
+
+
 def run_demo(
     out: str | os.PathLike[str], *, n_stars: int = 24, seed: int = 7, n_workers: int = 2
 ) -> dict[str, Any]:
     """Run the demo; return the ingest summary and the paths written.
+
+    Every argument and the output folder are checked before the S3 server starts.
 
     Parameters
     ----------
@@ -40,16 +72,31 @@ def run_demo(
         Simulation seed.
     n_workers : int
         LocalCluster worker processes.
+
+    Returns
+    -------
+    dict
+        ``summary`` (the ingest summary), ``manifest``, ``store`` and ``plot`` paths
+        (``plot`` is ``""`` when no star was stored).
+
+    Raises
+    ------
+    SimulationError, ConfigError
+        For a bad ``n_stars``, ``seed`` or ``n_workers``.
+    StoreError
+        If ``out`` cannot be written.
     """
+    simulation = SimulationConfig(n_stars=n_stars, seed=seed)
     out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     manifest = out_dir / "manifest.parquet"
     store = out_dir / "cube.zarr"
+    config = load_ingest_config(str(manifest), str(store), n_workers=n_workers, star_chunk=8)
+    prepare_output(out_dir)
     with local_s3_server("stpubdata") as s3:
         logger.info("simulating %d stars into s3://stpubdata at %s", n_stars, s3.endpoint_url)
         simulate_archive(
             "s3://stpubdata",
-            SimulationConfig(n_stars=n_stars, seed=seed),
+            simulation,
             storage_options=s3.storage_options(anon=False),
             processes=max(1, min(n_workers, os.cpu_count() or 1)),
             progress=True,
@@ -57,7 +104,6 @@ def run_demo(
         frame = list_archive("s3://stpubdata/", s3.storage_options())
         write_manifest(frame, str(manifest))
         logger.info("discovered %d products", len(frame))
-        config = load_ingest_config(str(manifest), str(store), n_workers=n_workers, star_chunk=8)
         summary = run(config)
     cube = open_cube(str(store))
     multi = [
@@ -66,16 +112,22 @@ def run_demo(
         if "," in str(m)
     ][:4]
     stars = multi or [int(s) for s in cube["star"].values[:3]]
-    plot = plot_cube_stars(
-        cube,
-        stars,
-        out_dir / "stars.png",
-        title="starskope demo: aligned multi-mission light curves",
-    )
+    plot = ""
+    if stars:
+        plot = str(
+            plot_cube_stars(
+                cube,
+                stars,
+                out_dir / "stars.png",
+                title="starskope demo: aligned multi-mission light curves",
+            )
+        )
+    else:
+        logger.warning("no star was stored, so nothing to plot; see `starskope status %s`", store)
     (out_dir / "summary.json").write_text(json.dumps(summary.as_dict(), indent=1))
     return {
         "summary": summary.as_dict(),
         "manifest": str(manifest),
         "store": str(store),
-        "plot": str(plot),
+        "plot": plot,
     }

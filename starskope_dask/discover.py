@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
+import math
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,8 +24,26 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from starskope_dask.errors import ArchiveError, ConfigError, DiscoveryError, TargetNotFoundError
-from starskope_dask.fetch import filesystem, local_path, url_protocol
+from starskope_dask.config import StorageConfig
+from starskope_dask.errors import (
+    ArchiveError,
+    ConfigError,
+    DiscoveryError,
+    ProductError,
+    ProductNotFoundError,
+    StarskopeError,
+    StoreError,
+    TargetNotFoundError,
+    UnsupportedSchemeError,
+)
+from starskope_dask.fetch import (
+    SourceOptions,
+    check_protocol,
+    fetch_bytes,
+    filesystem,
+    local_path,
+    url_protocol,
+)
 from starskope_dask.mast import PLANET_HOST_TABLES, MastClient
 from starskope_dask.records import MANIFEST_COLUMNS, MISSIONS
 
@@ -178,60 +198,298 @@ def manifest_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
-def write_manifest(
-    frame: pd.DataFrame, url: str, storage_options: Mapping[str, Any] | None = None
-) -> None:
-    """Write a manifest as Parquet (local or remote)."""
-    buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
-    if url_protocol(url) == "file":
-        path = local_path(url)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(buffer.getvalue())
-    else:
-        filesystem(url_protocol(url), storage_options).pipe_file(url, buffer.getvalue())
+def check_manifest_output(url: str) -> None:
+    """Check, writing nothing, that a manifest can be written at ``url``.
 
-
-def read_manifest(url: str, storage_options: Mapping[str, Any] | None = None) -> pd.DataFrame:
-    """Read a manifest written by :func:`write_manifest`.
+    Local targets: ``url`` is not a folder, and its nearest existing folder is a writable
+    folder (not a file). Remote (``s3://``) targets are checked when written.
 
     Raises
     ------
     ConfigError
-        If the manifest is missing or lacks the product URI columns.
+        For a scheme a manifest cannot be written to (``http(s)://``, ``ftp://``, ...).
+    StoreError
+        For a local target that cannot be written.
+    """
+    protocol = _output_protocol(url)
+    if protocol != "file":
+        return
+    path = local_path(url).absolute()
+    if path.is_dir():
+        raise StoreError(
+            f"cannot write the manifest {url}: it is a folder; give a file name such as "
+            f"{path / 'manifest.parquet'}"
+        )
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise StoreError(
+            f"cannot write the manifest {url}: {folder} is a file, not a folder; choose "
+            "another output path (-o)"
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise StoreError(
+            f"cannot write the manifest {url}: the folder {folder} is not writable; choose "
+            "another output path (-o) or fix its permissions"
+        )
+
+
+def _output_protocol(url: str) -> str:
+    try:
+        protocol = check_protocol(url)
+    except UnsupportedSchemeError as exc:
+        raise ConfigError(f"manifest output {url}: {exc.problem}; {exc.hint}") from exc
+    if protocol not in ("file", "s3"):
+        raise ConfigError(
+            f"cannot write a manifest to {url}: {protocol}:// is read-only here; write to a "
+            "local path or s3:// and serve it from there"
+        )
+    return protocol
+
+
+def write_manifest(frame: pd.DataFrame, url: str, storage_options: SourceOptions = None) -> None:
+    """Write a manifest as Parquet (local, atomically, or ``s3://``).
+
+    Parameters
+    ----------
+    frame : DataFrame
+        The manifest (:func:`manifest_frame`).
+    url : str
+        Local path, ``file://`` or ``s3://`` URL.
+    storage_options : StorageConfig or mapping, optional
+        Options for ``s3://`` targets.
+
+    Raises
+    ------
+    ConfigError
+        For a scheme a manifest cannot be written to.
+    StoreError
+        If the target cannot be written (a file where a folder should be, no permission, an
+        unreachable S3 endpoint, ...); the message names ``url``.
+    """
+    protocol = _output_protocol(url)
+    check_manifest_output(url)
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    try:
+        if protocol == "file":
+            path = local_path(url)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+            try:
+                tmp.write_bytes(buffer.getvalue())
+                os.replace(tmp, path)  # readers never see half a manifest
+            finally:
+                tmp.unlink(missing_ok=True)
+        else:
+            filesystem(protocol, storage_options).pipe_file(url, buffer.getvalue())
+    except StarskopeError:
+        raise
+    except Exception as exc:
+        hint = (
+            "check that its folder can be made and written"
+            if protocol == "file"
+            else "check the bucket, the endpoint (AWS_ENDPOINT_URL_S3) and the credentials"
+        )
+        raise StoreError(
+            f"cannot write the manifest {url}: {type(exc).__name__}: {_short(exc)}; {hint}"
+        ) from exc
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(exc).split())
+    return text[:limit] + ("..." if len(text) > limit else "")
+
+
+def read_manifest(url: str, storage_options: SourceOptions = None) -> pd.DataFrame:
+    """Read a manifest written by :func:`write_manifest` and validate it
+    (:func:`validate_manifest`).
+
+    A manifest is trusted input: the workers fetch every URL it names, so it can make them
+    read any local file or any host they can reach (``s3://``, ``http(s)://``). Take
+    manifests only from people and places you trust, as you would a script.
+
+    Parameters
+    ----------
+    url : str
+        Local path, ``file://``, ``s3://`` or ``http(s)://`` URL of the Parquet file.
+    storage_options : StorageConfig or mapping, optional
+        A :class:`~starskope_dask.config.StorageConfig` gives each protocol its own options
+        (S3 credentials and endpoint, HTTP timeouts); a mapping is fsspec options for an
+        ``s3://`` manifest (ignored for other protocols).
+
+    Returns
+    -------
+    DataFrame
+        The manifest, rows that repeat an earlier row's URL dropped (with a warning).
+
+    Raises
+    ------
+    ConfigError
+        If the manifest is missing, is not Parquet, or fails :func:`validate_manifest`.
+    StoreError
+        If it exists but cannot be fetched (permissions, a server that is down).
     """
     try:
-        if url_protocol(url) == "file":
-            frame = pd.read_parquet(local_path(url))
-        else:
-            fs = filesystem(url_protocol(url), storage_options)
-            frame = pd.read_parquet(io.BytesIO(fs.cat_file(url)))
-    except FileNotFoundError as exc:
+        protocol = check_protocol(url)
+    except UnsupportedSchemeError as exc:
+        raise ConfigError(f"manifest {url}: {exc.problem}; {exc.hint}") from exc
+    if protocol == "file" and local_path(url).is_dir():
+        raise ConfigError(
+            f"manifest {url} is a folder; give the Parquet file `starskope discover -o` wrote"
+        )
+    if not (storage_options is None or isinstance(storage_options, StorageConfig)):
+        # a mapping is S3 options: never hand them to the HTTP filesystem
+        storage_options = storage_options if protocol == "s3" else None
+    try:
+        data = fetch_bytes(url, storage_options)
+    except ProductNotFoundError as exc:
         raise ConfigError(
             f"manifest {url} does not exist; make one with `starskope discover`"
         ) from exc
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"manifest {url} cannot be read as Parquet: {exc}") from exc
-    if "s3_uri" not in frame and "https_url" not in frame:
+    except ProductError as exc:
+        hint = f" ({exc.hint})" if exc.hint else ""
+        raise StoreError(f"cannot read the manifest {url}: {exc.problem}{hint}") from exc
+    try:
+        frame = pd.read_parquet(io.BytesIO(data))
+    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, TypeError, ...
         raise ConfigError(
-            f"manifest {url} has no s3_uri or https_url column; columns: {list(frame)}"
+            f"manifest {url} cannot be read as Parquet ({type(exc).__name__}: {_short(exc)}); "
+            "give the file `starskope discover -o` wrote"
+        ) from exc
+    return validate_manifest(frame, url)
+
+
+#: The columns that give a manifest row its product URL (the first non-empty one is read).
+MANIFEST_URL_COLUMNS = ("s3_uri", "https_url")
+_SCHEME = r"^([A-Za-z][A-Za-z0-9+.\-]*):"
+
+
+def _rows(mask: pd.Series, shown: int = 5) -> str:
+    """``rows 3, 7, 9 (and 12 more)`` for the True positions of a boolean Series."""
+    where = np.flatnonzero(mask.to_numpy(dtype=bool))
+    text = ", ".join(str(i) for i in where[:shown])
+    more = f" (and {len(where) - shown} more)" if len(where) > shown else ""
+    return f"{'row' if len(where) == 1 else 'rows'} {text}{more}"
+
+
+def _url_texts(
+    frame: pd.DataFrame, column: str, problems: list[str]
+) -> tuple[pd.Series, pd.Series]:
+    """A URL column as strings ('' where empty), and where it holds something not a string."""
+    if column not in frame:
+        blank = pd.Series([""] * len(frame), dtype=object)
+        return blank, pd.Series(np.zeros(len(frame), dtype=bool))
+    values = frame[column].reset_index(drop=True).astype(object)
+    missing = values.isna()
+    if pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty"):
+        is_text = ~missing  # the usual case, decided without a look at each value
+    else:
+        is_text = values.map(lambda v: isinstance(v, str)).astype(bool)
+    wrong = ~missing & ~is_text
+    if wrong.any():
+        first = values[wrong.to_numpy()].iloc[0]
+        problems.append(
+            f"{_rows(wrong)}: {column} is not a string (e.g. {type(first).__name__} "
+            f"{str(first)[:40]!r})"
         )
-    return frame
+    return values.where(is_text, "").astype(str), wrong
+
+
+def _bad_schemes(text: pd.Series, filled: pd.Series, column: str, problems: list[str]) -> None:
+    """Describe the URLs whose scheme :func:`check_protocol` refuses."""
+    common = text.str.startswith(("s3://", "https://", "http://", "file://", "/"))
+    filled = filled & ~common.astype(bool)  # the rest is rare: look closer
+    if not filled.any():
+        return
+    schemes = text.where(filled, "").str.extract(_SCHEME, expand=False).str.lower()
+    windows = text.str[1:3] == ":\\"  # C:\path is a local path
+    for scheme in schemes[filled].dropna().unique():
+        rows = filled & (schemes == scheme) & ~(windows if len(scheme) == 1 else False)
+        if not rows.any():
+            continue
+        example = str(text[rows.to_numpy()].iloc[0])
+        try:
+            check_protocol(example)
+        except UnsupportedSchemeError as exc:
+            problems.append(f"{_rows(rows)}: {column} {example[:80]!r}: {exc.problem} ({exc.hint})")
+
+
+def validate_manifest(frame: pd.DataFrame, url: str = "manifest") -> pd.DataFrame:
+    """Check a manifest's schema before anything is fetched.
+
+    Every row needs a product URL: ``s3_uri``, else ``https_url`` (a string, no surrounding
+    spaces, a scheme starskope reads: a local path, ``file://``, ``s3://``, ``http(s)://``).
+    Rows that repeat an earlier row's URL are dropped with a warning. Row numbers in messages
+    count from 0.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        The manifest as read.
+    url : str
+        Its URL, for messages.
+
+    Returns
+    -------
+    DataFrame
+        ``frame`` without repeated URLs (index reset).
+
+    Raises
+    ------
+    ConfigError
+        For a manifest with no URL column, no rows, or rows without a usable URL; the message
+        names the manifest, the first rows and what is wrong with them.
+    """
+    fix = "fix the manifest or make it again with `starskope discover`"
+    if not any(column in frame for column in MANIFEST_URL_COLUMNS):
+        columns = list(frame)[:20]
+        raise ConfigError(f"manifest {url} has no s3_uri or https_url column ({columns}); {fix}")
+    if len(frame) == 0:
+        raise ConfigError(f"manifest {url} holds no products (0 rows); nothing to ingest; {fix}")
+    problems: list[str] = []
+    texts: dict[str, pd.Series] = {}
+    unusable = pd.Series(np.zeros(len(frame), dtype=bool))
+    for column in MANIFEST_URL_COLUMNS:
+        texts[column], wrong = _url_texts(frame, column, problems)
+        unusable |= wrong
+    stripped = {column: text.str.strip() for column, text in texts.items()}
+    filled = {column: text != "" for column, text in stripped.items()}
+    blank = ~filled["s3_uri"] & ~filled["https_url"] & ~unusable
+    if blank.any():
+        problems.append(f"{_rows(blank)}: no URL (s3_uri and https_url both empty)")
+    for column, text in texts.items():
+        padded = filled[column] & (text != stripped[column])
+        if padded.any():
+            example = str(text[padded.to_numpy()].iloc[0])
+            problems.append(f"{_rows(padded)}: {column} {example[:80]!r} has spaces around it")
+        _bad_schemes(text, filled[column], column, problems)
+    if problems:
+        shown = "; ".join(problems[:6]) + ("; ..." if len(problems) > 6 else "")
+        raise ConfigError(f"manifest {url} has unusable rows (counting from 0): {shown}; {fix}")
+    chosen = texts["s3_uri"].where(filled["s3_uri"], texts["https_url"])
+    repeated = chosen.duplicated(keep="first")
+    if repeated.any():
+        logger.warning(
+            "manifest %s: %s repeat the URL of an earlier row; each product is read once",
+            url,
+            _rows(repeated),
+        )
+        frame = frame.loc[~repeated.to_numpy()]
+    return frame.reset_index(drop=True)
 
 
 def product_urls(frame: pd.DataFrame) -> list[str]:
-    """The URL to read for each manifest row: the S3 URI, else the HTTPS URL."""
-    s3 = (
-        frame["s3_uri"].fillna("").astype(str)
-        if "s3_uri" in frame
-        else pd.Series([""] * len(frame))
-    )
-    https = (
-        frame["https_url"].fillna("").astype(str)
-        if "https_url" in frame
-        else pd.Series([""] * len(frame))
-    )
-    return [a or b for a, b in zip(s3.tolist(), https.tolist(), strict=True)]
+    """The URL to read for each manifest row: the S3 URI, else the HTTPS URL ('' for none)."""
+    columns = []
+    for column in MANIFEST_URL_COLUMNS:
+        if column in frame:
+            values = frame[column].astype(object)
+            columns.append([v if isinstance(v, str) and v.strip() else "" for v in values])
+        else:
+            columns.append([""] * len(frame))
+    return [a or b for a, b in zip(*columns, strict=True)]
 
 
 # ------------------------------------------------------------------- archive-native
@@ -462,9 +720,32 @@ class Target:
     radius_arcsec: float | None = None
 
 
-_NUMBER = r"([-+]?\d+(?:\.\d*)?)"
+_NUMBER = r"([-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)"
 _CONE = re.compile(rf"^\s*{_NUMBER}\s*,\s*{_NUMBER}\s*(?:,\s*{_NUMBER})?\s*$")
+_LOOKS_LIKE_CONE = re.compile(r"^\s*[-+.\d][^,]*,")
 _HOSTS = re.compile(r"^\s*(?:planet-)?hosts\s*:\s*(kepler|k2|tess)\s*$", re.IGNORECASE)
+#: Largest cone search radius (arcsec): one degree.
+MAX_CONE_RADIUS_ARCSEC = 3600.0
+
+
+def check_cone_radius(radius_arcsec: Any, what: str = "--radius") -> float:
+    """A cone search radius in ``(0, MAX_CONE_RADIUS_ARCSEC]`` arcsec, as a float.
+
+    Raises
+    ------
+    ConfigError
+        For anything else (zero, negative, NaN, infinite, too large, not a number).
+    """
+    try:
+        radius = float(radius_arcsec)
+    except (TypeError, ValueError):
+        radius = math.nan
+    if isinstance(radius_arcsec, bool) or not 0 < radius <= MAX_CONE_RADIUS_ARCSEC:
+        raise ConfigError(
+            f"{what}: the search radius must be in (0, {MAX_CONE_RADIUS_ARCSEC:g}] arcsec, "
+            f"not {radius_arcsec!r}"
+        )
+    return radius
 
 
 def parse_target(text: str) -> Target:
@@ -474,10 +755,12 @@ def parse_target(text: str) -> Target:
     Raises
     ------
     ConfigError
-        For an empty target or coordinates out of range.
+        For an empty target, coordinates out of range, a radius outside
+        ``(0, MAX_CONE_RADIUS_ARCSEC]`` arcsec, or a target that starts like coordinates
+        but is not ``ra,dec[,radius_arcsec]``.
     """
-    if not text.strip():
-        raise ConfigError("empty target")
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigError(f"empty target {text!r}; give KIC n, EPIC n, TIC n, RA,DEC or a name")
     parsed = parse_id_target(text)
     if parsed is not None:
         return Target(text.strip(), "id", mission=parsed[0], number=parsed[1])
@@ -487,8 +770,17 @@ def parse_target(text: str) -> Target:
         ra, dec = float(match.group(1)), float(match.group(2))
         if not (0 <= ra < 360 and -90 <= dec <= 90):
             raise ConfigError(f"{text!r}: RA must be in [0, 360) and Dec in [-90, 90] degrees")
-        radius = float(match.group(3)) if match.group(3) else None
+        radius = (
+            check_cone_radius(float(match.group(3)), f"target {text.strip()!r}")
+            if match.group(3)
+            else None
+        )
         return Target(text.strip(), "cone", ra=ra, dec=dec, radius_arcsec=radius)
+    if _LOOKS_LIKE_CONE.match(text):
+        raise ConfigError(
+            f"target {text.strip()!r} is not a cone: give RA,DEC[,RADIUS_ARCSEC] as numbers "
+            "(degrees, degrees, arcsec), e.g. 292.25,47.97,5"
+        )
     return Target(text.strip(), "name")
 
 

@@ -59,6 +59,14 @@ class UnsupportedProductError(ProductError, ValueError):
     """The file is valid FITS but not a light curve this reader understands."""
 
 
+class UnsupportedSchemeError(ProductError, ValueError):
+    """The URL's scheme (``ftp://``, ``gs://``, ...) is not one starskope reads."""
+
+
+class NoUsableDataError(ProductError, ValueError):
+    """The product reads, but has no usable cadence (all NaN, zero flux, no finite time)."""
+
+
 class DiscoveryError(StarskopeError):
     """Finding products for targets failed."""
 
@@ -77,6 +85,10 @@ class StoreError(StarskopeError, OSError):
 
 class StoreLockedError(StoreError):
     """Another ingest holds the store's lock."""
+
+
+class NotAStoreError(StoreError, FileExistsError):
+    """The target holds data that starskope did not write; it is refused, never touched."""
 
 
 class SimulationError(StarskopeError, ValueError):

@@ -30,11 +30,17 @@ import numpy as np
 import pandas as pd
 
 from starskope_dask import __version__
-from starskope_dask.align import GriddedFlux, cross_match, grid_cells
+from starskope_dask.align import GriddedFlux, cross_match, empty_grid_reason, grid_cells
 from starskope_dask.config import GridConfig, IngestConfig, ReadConfig, StorageConfig
 from starskope_dask.discover import product_urls, read_manifest
-from starskope_dask.errors import ProductError, StoreError
-from starskope_dask.fetch import decompress, iter_fetched
+from starskope_dask.errors import (
+    ConfigError,
+    CorruptProductError,
+    NoUsableDataError,
+    ProductError,
+    StoreError,
+)
+from starskope_dask.fetch import decompress, iter_fetched, url_protocol
 from starskope_dask.read import parse_light_curve
 from starskope_dask.records import MISSIONS, Failure, LightCurve
 from starskope_dask.store import (
@@ -43,6 +49,8 @@ from starskope_dask.store import (
     RegionBlock,
     StagedAt,
     acquire_lock,
+    claim_store,
+    clear_time_chunks,
     collect_failures,
     consolidate,
     count_stored,
@@ -55,10 +63,13 @@ from starskope_dask.store import (
     read_staged_at,
     read_table,
     release_lock,
+    remove_state_file,
+    remove_temporary_files,
     state_url,
     write_bytes,
     write_done_marker,
     write_pack,
+    write_pending_marker,
     write_regions,
     write_table,
 )
@@ -112,7 +123,7 @@ def product_facts(lc: LightCurve) -> dict[str, Any]:
 
 def _read_and_grid(
     urls: Sequence[str],
-    source_options: Mapping[str, Any] | None,
+    source_options: StorageConfig | None,
     read: ReadConfig,
     grid: GridConfig,
     concurrency: int,
@@ -121,16 +132,34 @@ def _read_and_grid(
     them and put them on the grid, in the order they arrive.
 
     Yields each URL with its facts, gridded flux and source size, or the error it raised.
+    One product never ends the task: an error that is not a :class:`ProductError` (a bug
+    the hostile input found) becomes a :class:`CorruptProductError` for that product alone.
+    A product with no cadence to store is a :class:`NoUsableDataError`.
     """
-    for index, data in iter_fetched(urls, source_options, concurrency=concurrency):
+    limit = read.max_product_bytes
+    fetched = iter_fetched(urls, source_options, concurrency=concurrency, max_bytes=limit)
+    for index, data in fetched:
         url = urls[index]
         try:
             if isinstance(data, ProductError):
                 raise data
-            lc = parse_light_curve(url, decompress(url, data), read)
-            yield url, (product_facts(lc), grid_cells(lc, grid), len(data))
+            lc = parse_light_curve(url, decompress(url, data, max_bytes=limit), read)
+            gridded = grid_cells(lc, grid)
+            if gridded.index.size == 0:
+                raise NoUsableDataError(url, empty_grid_reason(lc, grid))
+            yield url, (product_facts(lc), gridded, len(data))
         except ProductError as exc:
             yield url, exc
+        except Exception as exc:  # MemoryError and the like included: the worker goes on
+            logger.debug("unexpected error reading %s", url, exc_info=True)
+            yield (
+                url,
+                CorruptProductError(
+                    url,
+                    f"cannot be read ({type(exc).__name__} in starskope's reader)",
+                    "please report it with the file; the other products are stored",
+                ),
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,7 +169,7 @@ class ReadTask:
     store: str
     read: ReadConfig
     grid: GridConfig
-    source_options: Mapping[str, Any] | None
+    source_options: StorageConfig | None
     store_options: Mapping[str, Any] | None
     concurrency: int
 
@@ -208,6 +237,9 @@ class ChunkTask:
     stars: tuple[int, ...]
     staged: tuple[StagedAt | None, ...]
     layout: CubeLayout
+    previous: Mapping[int, tuple[int, ...]] | None = None
+    """Time chunks an earlier run may have written for this star chunk, per mission index
+    (``None``: unknown, so every time chunk is cleared that this run does not write)."""
 
 
 def _staged_products(
@@ -267,7 +299,11 @@ def ingest_chunk(task: ChunkTask) -> dict[str, Any]:
 
     Products are applied finest cadence first, so a long-cadence product of the same star,
     mission and time wins over a binned short-cadence one. Only runs of time chunks holding
-    data are materialised and written. Returns the done-marker record.
+    data are materialised and written. Time chunks that an earlier run wrote and this one
+    does not (products dropped from the manifest) are cleared, so the cube always equals
+    what the current manifest gives. Before any data, a pending record names every time
+    chunk the task may touch (a kill leaves it for the next run); the done-marker follows
+    the data. Returns the done-marker record.
     """
     cells: dict[int, list[tuple[float, str, int, GriddedFlux]]] = {
         m: [] for m in range(len(MISSIONS))
@@ -281,14 +317,51 @@ def ingest_chunk(task: ChunkTask) -> dict[str, Any]:
         row = task.stars[index] - task.star_start
         cells[MISSIONS.index(facts["mission"])].append((cadence, task.urls[index], row, gridded))
         stored.append(task.urls[index])
+    time_chunk = task.layout.time_chunk
+    planned: dict[int, set[int]] = {m: set() for m in range(len(MISSIONS))}
+    for mission, entries in cells.items():
+        steps = [e[3].index for e in entries if e[3].index.size]
+        if steps:
+            planned[mission] = set(np.unique(np.concatenate(steps) // time_chunk).tolist())
+    n_time_chunks = -(-task.layout.grid.size // time_chunk)
+    previous = task.previous
+    if previous is None:
+        stale = {m: set(range(n_time_chunks)) - planned[m] for m in planned}
+    else:
+        stale = {m: set(previous.get(m, ())) - planned[m] for m in planned}
+    write_pending_marker(
+        task.io.store,
+        task.chunk,
+        {"chunk": task.chunk, "time_chunks": _chunk_lists(planned, stale)},
+        task.io.store_options,
+    )
     write_regions(task.io.store, _blocks(task, cells), task.io.store_options)
+    if any(stale.values()):
+        clear_time_chunks(
+            task.io.store,
+            slice(task.star_start, task.star_stop),
+            {m: sorted(c) for m, c in stale.items() if c},
+            task.layout,
+            task.io.store_options,
+        )
     record = {
         "chunk": task.chunk,
         "products": sorted(stored),
         "failures": sorted(failures, key=lambda f: f["url"]),
+        "time_chunks": _chunk_lists(planned),
     }
     write_done_marker(task.io.store, task.chunk, record, task.io.store_options)
+    remove_state_file(task.io.store, f"pending/chunk-{task.chunk:06d}.json", task.io.store_options)
     return record
+
+
+def _chunk_lists(*groups: Mapping[int, set[int]]) -> dict[str, list[int]]:
+    """Time chunks per mission index as JSON (keys are strings), the union of ``groups``."""
+    merged: dict[int, set[int]] = {}
+    for group in groups:
+        for mission, chunks in group.items():
+            merged.setdefault(mission, set()).update(chunks)
+    return {str(m): sorted(int(c) for c in chunks) for m, chunks in merged.items() if chunks}
 
 
 # --------------------------------------------------------------------------- driver
@@ -396,6 +469,96 @@ def run_with_client(
     return _ingest(config, lambda: client, progress=progress, on_chunk=on_chunk)
 
 
+def check_store_url(store: str) -> str:
+    """The store URL without a trailing slash, or :class:`ConfigError` for one that cannot
+    hold a cube (a scheme other than a local path or ``s3://``, an ``s3://`` URL without a
+    bucket).
+    """
+    if not isinstance(store, str) or not store.strip():
+        raise ConfigError("the store URL is empty: give --store PATH or s3://bucket/prefix")
+    protocol = url_protocol(store)
+    if protocol not in ("file", "s3"):
+        raise ConfigError(
+            f"store {store}: a cube is written to a local path or s3://bucket[/prefix], not "
+            f"{protocol}://"
+        )
+    if protocol == "s3" and not store[len("s3://") :].strip("/"):
+        raise ConfigError(f"store {store} names no bucket: use s3://bucket[/prefix]")
+    return store.rstrip("/") if store.rstrip("/") else store
+
+
+def _retry_mask(products: pd.DataFrame, retry_failed: bool) -> pd.Series:
+    """Rows of the products table to read again: transient failures (a server that was
+    down, a timeout), or every failure with ``retry_failed``.
+    """
+    failed = products["error_type"].notna()
+    if retry_failed:
+        return failed
+    return failed & products["error_type"].isin(TRANSIENT_ERRORS)
+
+
+#: Error types a rerun reads again without being asked (see :func:`fetch.is_transient`).
+TRANSIENT_ERRORS = ("FetchError",)
+
+
+def _marker_chunks(marker: Mapping[str, Any] | None) -> dict[int, tuple[int, ...]] | None:
+    """Time chunks per mission a marker records (``None``: an old marker that does not say)."""
+    if marker is None:
+        return {}
+    chunks = marker.get("time_chunks")
+    if not isinstance(chunks, Mapping):
+        return None
+    try:
+        return {int(m): tuple(int(c) for c in values) for m, values in chunks.items()}
+    except (TypeError, ValueError):
+        return None
+
+
+def _merge_chunks(
+    *parts: dict[int, tuple[int, ...]] | None,
+) -> dict[int, tuple[int, ...]] | None:
+    merged: dict[int, set[int]] = {}
+    for part in parts:
+        if part is None:
+            return None
+        for mission, chunks in part.items():
+            merged.setdefault(mission, set()).update(chunks)
+    return {m: tuple(sorted(c)) for m, c in merged.items()}
+
+
+def _star_ids_from_products(stars: pd.DataFrame, good: pd.DataFrame) -> pd.DataFrame:
+    """Each star's catalogue IDs and ``missions`` from the products it holds now.
+
+    Products dropped from the manifest take their IDs and mission with them, so the star
+    coordinates always say what the cube holds; a star left with no product keeps its row
+    (the star index is stable) and its position, with no IDs (-1) and no missions.
+    """
+    order = {m: i for i, m in enumerate(MISSIONS)}
+    stars = stars.copy()
+    rows = good.assign(_star=good["star"].astype(int))
+    for column in ("kic", "epic", "tic"):
+        values = pd.to_numeric(rows[column], errors="coerce")
+        first = values.groupby(rows["_star"]).first()
+        stars[column] = stars["star"].map(first).fillna(-1).astype(np.int64).to_numpy()
+    by_star: dict[int, set[str]] = {}
+    for star, mission in zip(rows["_star"], rows["mission"].astype(str), strict=True):
+        by_star.setdefault(int(star), set()).add(mission)
+    stars["missions"] = [
+        ",".join(sorted(by_star.get(int(star), ()), key=lambda m: order.get(m, 9)))
+        for star in stars["star"]
+    ]
+    return stars
+
+
+def _read_state_table(store: str, name: str, options: Mapping[str, Any]) -> pd.DataFrame | None:
+    """A state table, or ``None`` (with a warning) when it is damaged: it is rebuilt."""
+    try:
+        return read_table(state_url(store, name), options)
+    except StoreError as exc:
+        logger.warning("%s; rebuilding it from the staged products", exc)
+        return None
+
+
 def _ingest(
     config: IngestConfig,
     get_client: Callable[[], Any],
@@ -403,24 +566,39 @@ def _ingest(
     progress: bool,
     on_chunk: Callable[[dict[str, Any]], None] | None,
 ) -> IngestSummary:
-    """Ingest; the client is asked for only once the manifest is read and the store locked,
-    so a bad manifest, an unreachable store or a busy one fail before any cluster starts.
+    """Ingest; the client is asked for only when there is work for it (a read pass or a
+    write pass), so a bad manifest, a foreign, unreachable or busy store fail before any
+    cluster starts, and a rerun with nothing to do starts none.
     """
     import dask.bag as db
 
     started = time.perf_counter()
-    source_options = config.storage.storage_options()
+    source_options = config.storage
     store_options = store_options_for(config.storage)
-    store = config.store.rstrip("/")
+    store = check_store_url(config.store)
     manifest = read_manifest(config.manifest, source_options)
     urls = list(dict.fromkeys(u for u in product_urls(manifest) if u))
+    claim_store(store, store_options)
     lock = acquire_lock(store, store_options)
+    clients: list[Any] = []
+
+    def client() -> Any:
+        if not clients:
+            clients.append(get_client())
+            if progress:
+                logger.info("dashboard: %s", getattr(clients[0], "dashboard_link", "n/a"))
+        return clients[0]
+
     try:
-        client = get_client()
-        if progress:
-            logger.info("dashboard: %s", getattr(client, "dashboard_link", "n/a"))
+        remove_temporary_files(store, store_options)
         _check_compatible(config, read_cube_attrs(store, store_options))
-        products = read_table(state_url(store, "products.parquet"), store_options)
+        products = _read_state_table(store, "products.parquet", store_options)
+        old_stars = _read_state_table(store, "stars.parquet", store_options)
+        if products is not None:
+            retry = _retry_mask(products, config.retry_failed)
+            if retry.any():
+                logger.info("reading %d products that failed before again", int(retry.sum()))
+            products = products[~retry].reset_index(drop=True)
         known = set() if products is None else set(products["url"])
         new_urls = [u for u in urls if u not in known]
         header_rows: list[dict[str, Any]] = []
@@ -440,20 +618,31 @@ def _ingest(
             staged = list_staged(store, store_options, known_packs=recorded)
             items = [(url, staged.get(url)) for url in new_urls]
             # 8 partitions a worker or more: short tails when the last ones finish
-            size = max(1, min(128, math.ceil(len(new_urls) / (8 * _n_workers(client)))))
+            size = max(1, min(128, math.ceil(len(new_urls) / (8 * _n_workers(client())))))
             bag = db.from_sequence(items, partition_size=size).map_partitions(
                 read_partition, read_task
             )
-            header_rows = _gather(client, bag, "read", progress)
+            header_rows = _gather(client(), bag, "read", progress)
         seconds_read = time.perf_counter() - read_started
         frame = pd.DataFrame(header_rows, columns=list(PRODUCT_COLUMNS))
-        products = frame if products is None else pd.concat([products, frame], ignore_index=True)
+        if products is None:
+            products = frame
+        elif len(frame):
+            products = pd.concat([products, frame], ignore_index=True)
+        dropped = int((~products["url"].isin(set(urls))).sum())
+        if dropped:
+            logger.info("%d products are no longer in the manifest: their flux is removed", dropped)
         products = products[products["url"].isin(set(urls))].reset_index(drop=True)
         good = products["error_type"].isna()
-        old_stars = read_table(state_url(store, "stars.parquet"), store_options)
+        markers = read_done_markers(store, store_options)
+        pending = read_done_markers(store, store_options, folder="pending")
+        if old_stars is None and markers:
+            logger.warning("the star table of %s is gone: every chunk is written again", store)
+            markers = {}
         star_of, stars = cross_match(products[good], config.match_radius_arcsec, old_stars)
         products["star"] = pd.array([pd.NA] * len(products), dtype="Int64")
         products.loc[good, "star"] = star_of.to_numpy()
+        stars = _star_ids_from_products(stars, products[good])
         layout = CubeLayout(config.grid, config.star_chunk, config.time_chunk)
         if old_stars is None:
             create_schema(store, layout, stars, _cube_attrs(config), store_options)
@@ -462,40 +651,52 @@ def _ingest(
         write_table(state_url(store, "stars.parquet"), stars, store_options)
         write_table(state_url(store, "products.parquet"), products, store_options)
 
-        markers = read_done_markers(store, store_options)
         tasks, skipped = [], 0
         good_products = products[good]
         chunk_of = good_products["star"].astype(int) // config.star_chunk
-        for chunk, group in good_products.groupby(chunk_of, sort=True):
-            chunk = int(chunk)
+        groups = dict(iter(good_products.groupby(chunk_of, sort=True)))
+        # chunks whose products all left the manifest are cleared too
+        for chunk in sorted(set(markers) | set(pending) | {int(c) for c in groups}):
+            group = groups.get(chunk, good_products.iloc[0:0])
             group_urls = tuple(group["url"])
             marker = markers.get(chunk)
-            if marker is not None:
-                done = set(marker["products"]) | {f["url"] for f in marker["failures"]}
+            if marker is not None and chunk not in pending:
+                done = set(marker["products"]) | {
+                    f["url"]
+                    for f in marker["failures"]
+                    if not (config.retry_failed or f.get("error_type") in TRANSIENT_ERRORS)
+                }
                 if done == set(group_urls):
                     skipped += 1
                     continue
+            if not group_urls and marker is not None and not marker["products"]:
+                continue
+            star_start = chunk * config.star_chunk
             tasks.append(
                 ChunkTask(
                     io=read_task,
                     chunk=chunk,
-                    star_start=chunk * config.star_chunk,
+                    star_start=star_start,
                     star_stop=min((chunk + 1) * config.star_chunk, len(stars)),
                     urls=group_urls,
                     stars=tuple(int(s) for s in group["star"]),
                     staged=tuple(StagedAt.from_columns(row) for row in group.itertuples()),
                     layout=layout,
+                    previous=_merge_chunks(
+                        _marker_chunks(marker), _marker_chunks(pending.get(chunk))
+                    ),
                 )
             )
         records: list[dict[str, Any]] = []
         write_started = time.perf_counter()
-        futures = client.map(ingest_chunk, tasks, pure=False) if tasks else []
+        futures = client().map(ingest_chunk, tasks, pure=False) if tasks else []
         for future in _completed(futures, "ingest", "chunk", progress):
             record = future.result()
             records.append(record)
             markers[record["chunk"]] = record
             if on_chunk is not None:
                 on_chunk(record)
+        del futures
         seconds_write = time.perf_counter() - write_started
         consolidate(store, store_options)
         failures = collect_failures(products, markers)

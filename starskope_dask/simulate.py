@@ -33,8 +33,13 @@ import pandas as pd
 from astropy.io import fits
 
 from starskope_dask.discover import layout_key
-from starskope_dask.errors import SimulationError
-from starskope_dask.fetch import filesystem, local_path, url_protocol
+from starskope_dask.errors import (
+    SimulationError,
+    StarskopeError,
+    StoreError,
+    UnsupportedSchemeError,
+)
+from starskope_dask.fetch import check_protocol, filesystem, local_path, url_protocol
 
 logger = logging.getLogger(__name__)
 
@@ -150,17 +155,63 @@ class SimulationConfig:
     segment_days: float | None = None
 
     def __post_init__(self) -> None:
-        unknown = set(self.missions) - {"kepler", "k2", "tess"}
-        if unknown or not self.missions:
+        missions = self.missions
+        if isinstance(missions, str) or not all(isinstance(m, str) for m in missions):
             raise SimulationError(
-                f"missions must be a non-empty subset of kepler,k2,tess; got {self.missions}"
+                f"missions (--missions) must be a list of mission names, not {missions!r}"
             )
-        if self.n_stars < 1:
-            raise SimulationError(f"--stars must be at least 1, not {self.n_stars}")
-        if not 0 <= self.planet_fraction + self.eb_fraction <= 1:
+        unknown = sorted(set(missions) - set(SIM_MISSIONS))
+        if unknown or not missions:
+            raise SimulationError(
+                f"missions (--missions) must be a non-empty subset of {','.join(SIM_MISSIONS)}; "
+                f"unknown: {','.join(unknown) or '(none given)'}"
+            )
+        _check_int("n_stars (--stars)", self.n_stars, 1, MAX_STARS)
+        _check_int("seed (--seed)", self.seed, 0, 2**64 - 1, "2**64 - 1")
+        _check_int("max_segments (--max-segments)", self.max_segments, 1, 1000)
+        for name in ("planet_fraction", "eb_fraction", "multi_mission_fraction"):
+            value = getattr(self, name)
+            if not _finite(value) or not 0 <= value <= 1:
+                raise SimulationError(f"{name} must be a number in [0, 1], not {value!r}")
+        if not self.planet_fraction + self.eb_fraction <= 1:
             raise SimulationError("planet_fraction + eb_fraction must be within [0, 1]")
-        if self.max_segments < 1:
-            raise SimulationError("max_segments must be at least 1")
+        if not _finite(self.tess_cadence_days) or not 0 < self.tess_cadence_days < 1:
+            raise SimulationError(
+                f"tess_cadence_days must be in (0, 1) days, not {self.tess_cadence_days!r}"
+            )
+        days = self.segment_days
+        if days is not None and (not _finite(days) or not MIN_SEGMENT_DAYS <= days <= 1e4):
+            raise SimulationError(
+                f"segment_days (--segment-days) must be a number of days in "
+                f"[{MIN_SEGMENT_DAYS}, 10000] (or unset for the real lengths), not {days!r}"
+            )
+
+
+SIM_MISSIONS = ("kepler", "k2", "tess")
+#: Most stars one simulated archive holds.
+MAX_STARS = 10_000_000
+#: Shortest segment (days): a few cadences of every mission.
+MIN_SEGMENT_DAYS = 0.1
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
+def _check_int(name: str, value: Any, low: int, high: int, high_text: str = "") -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | np.integer)
+        or not low <= value <= high
+    ):
+        raise SimulationError(
+            f"{name} must be an integer in [{low}, {high_text or high}], not {value!r}"
+        )
 
 
 # ------------------------------------------------------------------------------ the sky
@@ -802,31 +853,46 @@ def simulate_archive(
     Returns
     -------
     SimulationResult
+
+    Raises
+    ------
+    SimulationError
+        For an output URL starskope cannot write to (``http(s)://``, ``ftp://``, ...).
+    StoreError
+        If the output cannot be written: a file where the folder should be, a read-only
+        folder, an S3 endpoint that does not answer, missing credentials. Checked before
+        anything is simulated; the message names ``out_url``.
     """
+    check_simulation_output(out_url, storage_options)
     truths: list[dict[str, Any]] = []
     products: list[dict[str, Any]] = []
-    results = _iter_results(config, out_url, storage_options, processes)
-    if progress:
-        from tqdm import tqdm
-
-        results = tqdm(results, total=config.n_stars, unit="star", desc="simulate")
-    for truth, rows in results:
-        truths.append(truth)
-        products.extend(rows)
-    truth_table = pd.DataFrame(truths)
-    product_table = pd.DataFrame(products)
     truth_url = f"{out_url.rstrip('/')}/truth/stars.parquet"
     products_url = f"{out_url.rstrip('/')}/truth/products.parquet"
-    for table, url in ((truth_table, truth_url), (product_table, products_url)):
-        buffer = io.BytesIO()
-        table.to_parquet(buffer, index=False)
-        protocol = url_protocol(url)
-        if protocol == "file":
-            path = local_path(url)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(buffer.getvalue())
-        else:
-            filesystem(protocol, storage_options).pipe_file(url, buffer.getvalue())
+    try:
+        results = _iter_results(config, out_url, storage_options, processes)
+        if progress:
+            from tqdm import tqdm
+
+            results = tqdm(results, total=config.n_stars, unit="star", desc="simulate")
+        for truth, rows in results:
+            truths.append(truth)
+            products.extend(rows)
+        truth_table = pd.DataFrame(truths)
+        product_table = pd.DataFrame(products)
+        for table, url in ((truth_table, truth_url), (product_table, products_url)):
+            buffer = io.BytesIO()
+            table.to_parquet(buffer, index=False)
+            protocol = url_protocol(url)
+            if protocol == "file":
+                path = local_path(url)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(buffer.getvalue())
+            else:
+                filesystem(protocol, storage_options).pipe_file(url, buffer.getvalue())
+    except Exception as exc:
+        if isinstance(exc, StarskopeError) or not _is_io_error(exc):
+            raise
+        raise _output_error(out_url, exc) from exc
     n_bytes = int(product_table["size"].sum()) if len(product_table) else 0
     logger.info(
         "simulated %d stars, %d products, %.1f MB",
@@ -837,3 +903,74 @@ def simulate_archive(
     return SimulationResult(
         out_url, config.n_stars, len(product_table), n_bytes, truth_url, products_url
     )
+
+
+def _is_io_error(exc: BaseException) -> bool:
+    """An error of the transport (local disk, S3, HTTP), not of the simulation."""
+    root = type(exc).__module__.split(".")[0]
+    return isinstance(exc, OSError) or root in ("botocore", "aiobotocore", "aiohttp", "s3fs")
+
+
+def _output_error(out_url: str, exc: BaseException) -> StoreError:
+    text = " ".join(str(exc).split())[:300]
+    hint = (
+        "choose a folder you can write (OUT_URL)"
+        if url_protocol(out_url) == "file"
+        else "check the bucket, the endpoint (AWS_ENDPOINT_URL_S3) and the credentials"
+    )
+    return StoreError(
+        f"cannot write the simulated archive to {out_url}: {type(exc).__name__}: {text}; {hint}"
+    )
+
+
+def check_simulation_output(out_url: str, storage_options: Mapping[str, Any] | None = None) -> None:
+    """Check that a simulated archive can be written at ``out_url``, before simulating.
+
+    A local folder is made (with its parents) and must be writable; on S3 a small probe
+    object is written under ``truth/`` and removed again.
+
+    Raises
+    ------
+    SimulationError
+        For a URL scheme starskope cannot write to.
+    StoreError
+        If the target cannot be written; the message names ``out_url``.
+    """
+    try:
+        protocol = check_protocol(out_url)
+    except UnsupportedSchemeError as exc:
+        raise SimulationError(f"OUT_URL {out_url}: {exc.problem}; {exc.hint}") from exc
+    if protocol not in ("file", "s3"):
+        raise SimulationError(
+            f"OUT_URL {out_url}: cannot write over {protocol}://; give a local folder or "
+            "s3://bucket[/prefix]"
+        )
+    if protocol == "file":
+        path = local_path(out_url)
+        if path.exists() and not path.is_dir():
+            raise StoreError(
+                f"cannot write the simulated archive to {out_url}: it is a file, not a folder; "
+                "choose a folder (OUT_URL)"
+            )
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _output_error(out_url, exc) from exc
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise StoreError(
+                f"cannot write the simulated archive to {out_url}: the folder is not writable; "
+                "choose a folder you can write (OUT_URL) or fix its permissions"
+            )
+        return
+    probe = f"{out_url.rstrip('/')}/truth/.starskope-write-probe"
+    try:
+        fs = filesystem(protocol, storage_options)
+        fs.pipe_file(probe, b"")
+    except Exception as exc:
+        if isinstance(exc, StarskopeError):
+            raise
+        raise _output_error(out_url, exc) from exc
+    try:
+        fs.rm_file(probe)
+    except Exception:  # the probe is empty and harmless; a bucket may refuse deletes
+        logger.debug("could not remove %s", probe, exc_info=True)

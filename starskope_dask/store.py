@@ -8,6 +8,14 @@ Layout of a store (local path or ``s3://``)::
     STORE/_starskope/done/chunk-NNNNNN.json   written after a star chunk's data: its products,
                                               failures and bytes; a chunk without one is redone
     STORE/_starskope/lock.json          held by the running ingest
+    STORE/_starskope/store.json         says "this is a starskope store": written first
+
+Safety: starskope writes only below the store's URL and deletes only keys it wrote there (the
+cube's own arrays, its state files, its temporary files). A target that holds anything else
+and no ``_starskope/store.json`` is refused with :class:`NotAStoreError` before anything is
+written (:func:`claim_store`). Every state file is written whole or not at all (local: a
+temporary file, fsync, rename; S3: one PUT), so a torn write is never mistaken for a finished
+one; a state file that cannot be parsed all the same is reported, never trusted.
 
 The Dataset has dims ``mission`` (Kepler, K2, TESS), ``star`` and ``time``; ``flux`` and
 ``flux_err`` are float32, NaN where there is no data, chunked ``(1, star_chunk, time_chunk)``.
@@ -39,7 +47,7 @@ import pandas as pd
 
 from starskope_dask.align import GriddedFlux, grid_times
 from starskope_dask.config import GridConfig
-from starskope_dask.errors import StoreError, StoreLockedError
+from starskope_dask.errors import NotAStoreError, StoreError, StoreLockedError
 from starskope_dask.fetch import filesystem, local_path, url_protocol
 from starskope_dask.records import MISSIONS
 
@@ -48,6 +56,24 @@ logger = logging.getLogger(__name__)
 STATE_DIR = "_starskope"
 SCHEMA_VERSION = 1
 LOCK_STALE_SECONDS = 120.0
+STORE_MARKER = "store.json"
+STORE_FORMAT = "starskope-cube"
+#: The cube's own top-level keys: the only ones outside ``_starskope/`` starskope ever removes.
+CUBE_KEYS = (
+    "zarr.json",
+    "flux",
+    "flux_err",
+    "time",
+    "star",
+    "mission",
+    "ra",
+    "dec",
+    "kic",
+    "epic",
+    "tic",
+    "missions",
+)
+TMP_INFIX = ".tmp-"
 
 
 @contextlib.contextmanager
@@ -94,16 +120,39 @@ def _fs(url: str, storage_options: Mapping[str, Any] | None) -> tuple[Any, str]:
     return filesystem(protocol, storage_options), url
 
 
+def _write_local_tmp(path: str, data: bytes) -> str:
+    """Write ``data`` whole to a fresh temporary file beside ``path`` (fsynced); its name.
+
+    A failure (a full disk) removes the temporary file before raising.
+    """
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}{TMP_INFIX}{os.getpid()}-{threading.get_ident()}"
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    return tmp
+
+
 def write_bytes(url: str, data: bytes, storage_options: Mapping[str, Any] | None = None) -> None:
-    """Write a small file atomically where the filesystem allows (local: rename)."""
+    """Write a file whole or not at all: local files through a temporary file, fsync and
+    rename (a full disk leaves the old file, never a torn one); object stores in one PUT.
+    """
     with store_io(url, "write"):
         fs, path = _fs(url, storage_options)
         if url_protocol(url) == "file":
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
+            tmp = _write_local_tmp(path, data)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.remove(tmp)
+                raise
         else:
             fs.pipe_file(path, data)
 
@@ -129,9 +178,42 @@ def write_table(
 
 
 def read_table(url: str, storage_options: Mapping[str, Any] | None = None) -> pd.DataFrame | None:
-    """Read a Parquet table, or ``None`` when it does not exist."""
+    """Read a Parquet table, or ``None`` when it does not exist.
+
+    Raises
+    ------
+    StoreError
+        If the file exists but is not a readable Parquet table (damaged outside starskope:
+        its own writes are atomic).
+    """
     data = read_bytes(url, storage_options)
-    return None if data is None else pd.read_parquet(io.BytesIO(data))
+    if data is None:
+        return None
+    try:
+        return pd.read_parquet(io.BytesIO(data))
+    except Exception as exc:
+        raise StoreError(
+            f"state file {url} is damaged ({len(data)} bytes, not a Parquet table: "
+            f"{type(exc).__name__}); move it aside and rerun `starskope ingest` with the same "
+            "manifest: it is rebuilt from the staged products without fetching them again"
+        ) from exc
+
+
+def read_json(url: str, storage_options: Mapping[str, Any] | None = None) -> Any:
+    """Read a JSON state file; ``None`` when it does not exist.
+
+    Raises
+    ------
+    StoreError
+        If it exists but does not parse.
+    """
+    data = read_bytes(url, storage_options)
+    if data is None:
+        return None
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise StoreError(f"state file {url} is damaged ({len(data)} bytes, not JSON)") from exc
 
 
 # ------------------------------------------------------------------------------- lock
@@ -151,8 +233,16 @@ def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
 
 
+#: Owners of the locks this process holds now: a lock naming this process that is not
+#: among them was left by an ingest that ended without removing it (its store was down).
+_HELD_HERE: set[str] = set()
+
+
 def _lock_is_stale(record: Mapping[str, Any]) -> bool:
-    host, pid = str(record.get("owner", "::")).split(":")[:2]
+    owner = str(record.get("owner", "::"))
+    host, pid = owner.split(":")[:2]
+    if host == socket.gethostname() and pid == str(os.getpid()):
+        return owner not in _HELD_HERE
     if host == socket.gethostname():
         try:
             os.kill(int(pid), 0)
@@ -164,48 +254,75 @@ def _lock_is_stale(record: Mapping[str, Any]) -> bool:
     return time.time() - float(record.get("heartbeat", 0)) > LOCK_STALE_SECONDS
 
 
+def _lock_record(data: bytes) -> dict[str, Any] | None:
+    try:
+        record = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def acquire_lock(store: str, storage_options: Mapping[str, Any] | None = None) -> Lock:
     """Take the store's ingest lock, or raise :class:`StoreLockedError`.
 
-    A lock left by a killed run (its process is gone, or on another host its heartbeat is
-    older than two minutes) is taken over.
+    The lock is written whole or not at all (local: a complete temporary file hard-linked
+    into place, which also fails if another run created the lock first; S3: one PUT). A lock
+    left by a killed run (its process is gone, or on another host its heartbeat is older than
+    two minutes) is taken over with a warning, and so is one that cannot be parsed (torn by
+    an earlier version on a full disk): only a complete, live lock stops a run.
     """
     url = _join(store, STATE_DIR, "lock.json")
     owner = _owner()
     existing = read_bytes(url, storage_options)
     if existing is not None:
-        record = json.loads(existing)
-        if not _lock_is_stale(record):
+        record = _lock_record(existing)
+        if record is None:
+            logger.warning(
+                "the lock %s is unreadable (%d bytes: torn by a crash or a full disk); "
+                "taking it over",
+                url,
+                len(existing),
+            )
+        elif not _lock_is_stale(record):
             raise StoreLockedError(
                 f"store {store} is being written by another ingest ({record.get('owner')}, "
                 f"started {record.get('started')}); wait for it to finish, or remove {url} if "
                 "that run is dead"
             )
-        logger.warning("taking over the stale lock of %s (%s)", store, record.get("owner"))
+        else:
+            logger.warning("taking over the stale lock of %s (%s)", store, record.get("owner"))
     payload = {
         "owner": owner,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "heartbeat": time.time(),
     }
-    if url_protocol(url) == "file" and existing is None:
+    data = json.dumps(payload).encode()
+    if url_protocol(url) == "file":
         path = str(local_path(url))
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError as exc:
-            raise StoreLockedError(
-                f"store {store} was locked by another ingest a moment ago; wait for it"
-            ) from exc
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh)
+        with store_io(url, "write the lock"):
+            tmp = _write_local_tmp(path, data)
+            try:
+                if existing is None:
+                    os.link(tmp, path)  # atomic, and refuses an existing lock
+                else:
+                    os.replace(tmp, path)
+            except FileExistsError as exc:
+                raise StoreLockedError(
+                    f"store {store} was locked by another ingest a moment ago; wait for it"
+                ) from exc
+            finally:
+                with contextlib.suppress(OSError):
+                    os.remove(tmp)
     else:
-        write_bytes(url, json.dumps(payload).encode(), storage_options)
+        write_bytes(url, data, storage_options)
     time.sleep(0.05)
     current = read_bytes(url, storage_options)
-    if current is None or json.loads(current).get("owner") != owner:
+    record = None if current is None else _lock_record(current)
+    if record is None or record.get("owner") != owner:
         raise StoreLockedError(f"store {store} was locked by another ingest at the same time")
     stop = threading.Event()
     lock = Lock(url, owner, stop, storage_options)
+    _HELD_HERE.add(owner)
 
     def heartbeat() -> None:
         while not stop.wait(30.0):
@@ -218,11 +335,122 @@ def acquire_lock(store: str, storage_options: Mapping[str, Any] | None = None) -
 
 
 def release_lock(lock: Lock) -> None:
-    """Release a lock taken by :func:`acquire_lock`."""
+    """Release a lock taken by :func:`acquire_lock`; never raises.
+
+    It is called in ``finally`` blocks: an error here (the store's server died) must not
+    hide the error that ended the run. The lock is removed only while it is still this
+    run's. A lock that cannot be removed is left for the next run, which takes it over once
+    its heartbeat is stale.
+    """
     lock.stop.set()
-    fs, path = _fs(lock.url, lock.storage_options)
-    with contextlib.suppress(FileNotFoundError):
-        fs.rm_file(path)
+    _HELD_HERE.discard(lock.owner)
+    try:
+        current = read_bytes(lock.url, lock.storage_options)
+        if current is None:
+            return
+        record = _lock_record(current)
+        if record is not None and record.get("owner") != lock.owner:
+            logger.warning("the lock %s is no longer this run's; left alone", lock.url)
+            return
+        fs, path = _fs(lock.url, lock.storage_options)
+        with contextlib.suppress(FileNotFoundError):
+            fs.rm_file(path)
+    except Exception as exc:
+        logger.warning(
+            "could not remove the lock %s (%s: %s); the next run takes it over once it is stale",
+            lock.url,
+            type(exc).__name__,
+            exc,
+        )
+
+
+# ------------------------------------------------------------------ store ownership
+
+
+def _entries(fs: Any, root: str) -> list[str]:
+    """Top-level names under ``root`` (``[]`` when it does not exist)."""
+    try:
+        if url_protocol(root) == "file" and not os.path.isdir(root):
+            return []
+        listing = fs.ls(root, detail=False, refresh=True)
+    except FileNotFoundError:
+        return []
+    root_name = root.rstrip("/")
+    return sorted(
+        os.path.basename(str(e).rstrip("/")) for e in listing if str(e).rstrip("/") != root_name
+    )
+
+
+def claim_store(store: str, storage_options: Mapping[str, Any] | None = None) -> bool:
+    """Check that ``store`` is a starskope store or an empty target, and mark it as one.
+
+    Returns whether it already was a starskope store. Nothing is written to, or removed
+    from, a target that holds anything else.
+
+    Raises
+    ------
+    NotAStoreError
+        If the target is a file, or holds data and is not a starskope store (no
+        ``_starskope/store.json``).
+    StoreError
+        If it cannot be listed or written.
+    """
+    marker_url = _join(store, STATE_DIR, STORE_MARKER)
+    if (
+        url_protocol(store) == "file"
+        and local_path(store).exists()
+        and not local_path(store).is_dir()
+    ):
+        raise NotAStoreError(
+            f"store {store} is a file, not a folder; nothing was written: give a new "
+            "folder for the cube (e.g. cube.zarr)"
+        )
+    marker = read_json(marker_url, storage_options)
+    if marker is not None:
+        if not isinstance(marker, dict) or marker.get("format") != STORE_FORMAT:
+            raise NotAStoreError(
+                f"{marker_url} was not written by starskope; refusing to touch {store}: "
+                "use a new, empty location for the cube"
+            )
+        return True
+    with store_io(store, "list"):
+        fs, root = _fs(store, storage_options)
+        entries = _entries(fs, root)
+        legacy = STATE_DIR in entries and set(entries) <= {STATE_DIR, *CUBE_KEYS}
+        if legacy:
+            legacy = STATE_DIR in entries and any(
+                name in _entries(fs, _join(root, STATE_DIR))
+                for name in ("products.parquet", "stars.parquet", "lock.json", "staged")
+            )
+    if entries and not legacy:
+        shown = ", ".join(repr(e) for e in entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise NotAStoreError(
+            f"store {store} is not empty and is not a starskope store ({len(entries)} entries: "
+            f"{shown}); nothing was written or deleted. Give a new or empty location for the "
+            f"cube, e.g. {store.rstrip('/')}/cube.zarr"
+        )
+    record = {"format": STORE_FORMAT, "schema_version": SCHEMA_VERSION, "created": time.time()}
+    write_bytes(marker_url, json.dumps(record).encode(), storage_options)
+    return bool(legacy)
+
+
+def remove_temporary_files(store: str, storage_options: Mapping[str, Any] | None = None) -> int:
+    """Remove temporary files a killed run left in the store's state folder (call holding
+    the lock); returns how many. Only names starskope makes (``*.tmp-PID-THREAD``).
+    """
+    if url_protocol(store) != "file":
+        return 0  # object stores are written in single PUTs: no temporary files
+    root = str(local_path(_join(store, STATE_DIR)))
+    removed = 0
+    for folder, _, files in os.walk(root):
+        for name in files:
+            if TMP_INFIX in name and name.rsplit(TMP_INFIX, 1)[1].replace("-", "").isdigit():
+                with contextlib.suppress(OSError):
+                    os.remove(os.path.join(folder, name))
+                    removed += 1
+    if removed:
+        logger.info("removed %d temporary files left by an earlier run in %s", removed, root)
+    return removed
 
 
 # ---------------------------------------------------------------------------- schema
@@ -261,12 +489,18 @@ class CubeLayout:
 
 
 def _zarr_target(
-    store: str, storage_options: Mapping[str, Any] | None
-) -> tuple[str, dict[str, Any]]:
-    """The path and keyword arguments zarr/xarray need for a store URL (local or remote)."""
+    store: str, storage_options: Mapping[str, Any] | None, *, read_only: bool = False
+) -> tuple[Any, dict[str, Any]]:
+    """What zarr and xarray need for a store URL: a local path, or a zarr ``FsspecStore``
+    (one object every zarr and xarray call accepts; ``zarr.consolidate_metadata`` takes no
+    ``storage_options``).
+    """
     if url_protocol(store) == "file":
         return str(local_path(store)), {}
-    return store, {"storage_options": dict(storage_options or {})}
+    from zarr.storage import FsspecStore
+
+    options = dict(storage_options or {})
+    return FsspecStore.from_url(store, storage_options=options, read_only=read_only), {}
 
 
 def _zarr_open_group(
@@ -274,9 +508,12 @@ def _zarr_open_group(
 ) -> Any:
     import zarr
 
-    target, kwargs = _zarr_target(store, storage_options)
+    target, kwargs = _zarr_target(store, storage_options, read_only=mode == "r")
     with quiet_zarr():
-        return zarr.open_group(target, mode=mode, **kwargs)
+        # Writers never trust the consolidated metadata: it is rewritten at the end of a
+        # run, so while the star dimension grows it still holds the old shapes, and a write
+        # past the old end would be lost.
+        return zarr.open_group(target, mode=mode, use_consolidated=mode == "r", **kwargs)
 
 
 def _star_coords(stars: pd.DataFrame) -> dict[str, Any]:
@@ -363,17 +600,13 @@ def create_schema(
 
 
 def _remove_cube_arrays(store: str, storage_options: Mapping[str, Any] | None) -> None:
-    """Remove a half-made cube (a run killed before its star table was written), keeping the
+    """Remove a half-made cube (a run killed before its star table was written): only the
+    cube's own keys (:data:`CUBE_KEYS`), never anything else under the store, and not the
     ingest state (``_starskope/``: the lock, staged products). ``mode="w"`` would take all.
     """
     fs, root = _fs(store, storage_options)
-    try:
-        entries = fs.ls(root, detail=False)
-    except FileNotFoundError:
-        return
-    for entry in entries:
-        if os.path.basename(entry.rstrip("/")) != STATE_DIR:
-            fs.rm(entry, recursive=True)
+    for name in set(_entries(fs, root)) & set(CUBE_KEYS):
+        fs.rm(_join(root, name), recursive=True)
 
 
 def grow_stars(
@@ -439,7 +672,7 @@ def open_cube(store: str, storage_options: Mapping[str, Any] | None = None) -> A
     """
     import xarray as xr
 
-    target, kwargs = _zarr_target(store, storage_options)
+    target, kwargs = _zarr_target(store, storage_options, read_only=True)
     try:
         with quiet_zarr():
             return xr.open_zarr(target, zarr_format=3, **kwargs)
@@ -469,11 +702,59 @@ def write_done_marker(
     )
 
 
+def write_pending_marker(
+    store: str,
+    chunk: int,
+    record: Mapping[str, Any],
+    storage_options: Mapping[str, Any] | None = None,
+) -> None:
+    """Record, before a star chunk's data is written, every time chunk the write may touch
+    (removed after the done-marker): a run killed in between leaves it, and the next run
+    clears what it names.
+    """
+    url = _join(store, STATE_DIR, "pending", f"chunk-{chunk:06d}.json")
+    write_bytes(url, json.dumps(record, sort_keys=True).encode(), storage_options)
+
+
+def remove_state_file(
+    store: str, name: str, storage_options: Mapping[str, Any] | None = None
+) -> None:
+    """Remove one of the store's own state files (``_starskope/NAME``), if it is there."""
+    url = _join(store, STATE_DIR, name)
+    with store_io(url, "remove"):
+        fs, path = _fs(url, storage_options)
+        with contextlib.suppress(FileNotFoundError):
+            fs.rm_file(path)
+
+
+def clear_time_chunks(
+    store: str,
+    star_slice: slice,
+    chunks: Mapping[int, Sequence[int]],
+    layout: CubeLayout,
+    storage_options: Mapping[str, Any] | None = None,
+) -> None:
+    """Set time chunks of a star chunk back to NaN (Zarr deletes chunks left all NaN)."""
+    n_rows = star_slice.stop - star_slice.start
+
+    def blocks() -> Iterator[RegionBlock]:
+        for mission, numbers in chunks.items():
+            for number in numbers:
+                start = number * layout.time_chunk
+                stop = min(start + layout.time_chunk, layout.grid.size)
+                empty = np.full((n_rows, stop - start), np.nan, dtype=np.float32)
+                yield mission, star_slice, slice(start, stop), empty, empty
+
+    write_regions(store, blocks(), storage_options)
+
+
 def read_done_markers(
-    store: str, storage_options: Mapping[str, Any] | None = None
+    store: str, storage_options: Mapping[str, Any] | None = None, *, folder: str = "done"
 ) -> dict[int, dict[str, Any]]:
-    """All done-markers of a store, by chunk number."""
-    url = _join(store, STATE_DIR, "done")
+    """All done-markers of a store (or the pending records, ``folder="pending"``), by chunk
+    number; unreadable ones are left out with a warning (their chunks are written again).
+    """
+    url = _join(store, STATE_DIR, folder)
     try:
         with store_io(url, "list"):
             fs, root = _fs(url, storage_options)
@@ -483,8 +764,17 @@ def read_done_markers(
         return {}
     markers: dict[int, dict[str, Any]] = {}
     for path, data in contents.items():
-        name = os.path.basename(path)
-        markers[int(name[len("chunk-") : -len(".json")])] = json.loads(data)
+        number = os.path.basename(path)[len("chunk-") : -len(".json")]
+        marker = _lock_record(data) if isinstance(data, bytes) else None
+        if (
+            not number.isdigit()
+            or marker is None
+            or (folder == "done" and not isinstance(marker.get("products"), list))
+            or (folder == "done" and not isinstance(marker.get("failures"), list))
+        ):
+            logger.warning("done-marker %s is unreadable: its chunk is written again", path)
+            continue
+        markers[int(number)] = marker
     return markers
 
 
@@ -562,10 +852,13 @@ def decode_staged(data: bytes) -> tuple[dict[str, Any], GriddedFlux]:
     """
     if not data.startswith(STAGED_MAGIC):
         raise ValueError("not a staged product")
-    end = data.index(b"\n", len(STAGED_MAGIC))
-    meta: dict[str, Any] = json.loads(data[len(STAGED_MAGIC) : end])
-    n = int(meta.pop("n"))
-    median = float(meta.pop("median"))
+    try:
+        end = data.index(b"\n", len(STAGED_MAGIC))
+        meta: dict[str, Any] = json.loads(data[len(STAGED_MAGIC) : end])
+        n = int(meta.pop("n"))
+        median = float(meta.pop("median"))
+    except (KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"staged product header is damaged ({type(exc).__name__})") from exc
     body = memoryview(data)[end + 1 :]
     if len(body) != 12 * n:
         raise ValueError(f"staged product holds {len(body)} bytes, expected {12 * n}")
@@ -663,7 +956,7 @@ def list_staged(
                 index = decode_pack_index(head, name)
                 if isinstance(index, int):
                     index = decode_pack_index(fs.cat_file(path, start=0, end=index), name)
-            except (ValueError, OSError) as exc:
+            except (ValueError, OSError, TypeError, KeyError) as exc:
                 logger.warning("staged pack %s unreadable (%s): products read again", path, exc)
                 continue
             if isinstance(index, dict):
@@ -726,9 +1019,9 @@ class StoreStatus:
 
 def read_cube_attrs(store: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The cube's attributes (grid, chunking, read settings); empty when there is no cube."""
-    blob = read_bytes(_join(store, "zarr.json"), storage_options)
-    attrs: dict[str, Any] = json.loads(blob).get("attributes", {}) if blob else {}
-    return attrs
+    root = read_json(_join(store, "zarr.json"), storage_options)
+    attrs = root.get("attributes", {}) if isinstance(root, dict) else {}
+    return attrs if isinstance(attrs, dict) else {}
 
 
 def collect_failures(

@@ -57,6 +57,6 @@ def test_unreachable_store_is_a_typed_error_before_any_cluster_starts(
         lambda config: pytest.fail("a cluster was started for a store that cannot be reached"),
     )
     assert main(["ingest", manifest, "--store", "s3://no-such-bucket/cube.zarr", "-q"]) == 3
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert "StoreError" in out and "s3://no-such-bucket/cube.zarr" in out
     assert main(["ingest", str(tmp_path / "missing.parquet"), "--store", "x.zarr", "-q"]) == 2

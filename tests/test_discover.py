@@ -285,7 +285,7 @@ def test_cli_discover_replayed(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert read_manifest(str(out))["mission"].unique().tolist() == ["TESS"]
     assert main(["discover", "Nowhere-Star-123", "--offline", "--mast-cache", str(RECORDINGS),
                  "-o", str(out)]) == 3  # fmt: skip
-    assert "Nowhere-Star-123" in capsys.readouterr().out
+    assert "Nowhere-Star-123" in capsys.readouterr().err
 
 
 def test_astroquery_backend_through_astroquerys_mocked_request_layer(
