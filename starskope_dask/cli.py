@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from starskope_dask import __version__
+from starskope_dask.commands import emit, emit_error, one_line
 from starskope_dask.errors import ConfigError, ProductError, SimulationError, StarskopeError
 
 logger = logging.getLogger("starskope_dask")
@@ -39,23 +40,6 @@ exit codes:
 Results go to stdout; errors and warnings to stderr, one line each (-v adds the
 traceback). Settings: --config FILE, or DASK_STARSKOPE__SECTION__KEY variables, e.g.
 DASK_STARSKOPE__INGEST__STAR_CHUNK=128."""
-
-
-def _emit(text: str) -> None:
-    """A result line, to stdout."""
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
-
-
-def _error(text: str) -> None:
-    """An error or warning line, to stderr."""
-    sys.stderr.write(text + "\n")
-    sys.stderr.flush()
-
-
-def _one_line(text: str, limit: int = 500) -> str:
-    flat = " ".join(str(text).split())
-    return flat[:limit] + ("..." if len(flat) > limit else "")
 
 
 def _format_inspect(summary: dict[str, Any]) -> str:
@@ -99,11 +83,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         except ProductError as exc:
             failed += 1
             if args.json:
-                _emit(json.dumps({"url": url, "error": type(exc).__name__, "message": str(exc)}))
+                emit(json.dumps({"url": url, "error": type(exc).__name__, "message": str(exc)}))
             else:
-                _error(f"{url}: ERROR {type(exc).__name__}: {_one_line(str(exc))}")
+                emit_error(f"{url}: ERROR {type(exc).__name__}: {one_line(str(exc))}")
             continue
-        _emit(json.dumps(summary) if args.json else _format_inspect(summary))
+        emit(json.dumps(summary) if args.json else _format_inspect(summary))
     return EXIT_OK if failed == 0 else EXIT_PARTIAL
 
 
@@ -162,12 +146,12 @@ def _report(exc: Exception, verbose: int) -> int:
     if verbose:
         sys.stderr.write("".join(traceback.format_exception(exc)))
     if isinstance(exc, ConfigError | SimulationError):
-        _error(f"error: {_one_line(str(exc), 2000)}")
+        emit_error(f"error: {one_line(str(exc), 2000)}")
     elif isinstance(exc, StarskopeError):
-        _error(f"error: {type(exc).__name__}: {_one_line(str(exc), 2000)}")
+        emit_error(f"error: {type(exc).__name__}: {one_line(str(exc), 2000)}")
     else:
         hint = "" if verbose else "; rerun with -v for the traceback"
-        _error(f"error: unexpected {type(exc).__name__}: {_one_line(str(exc))}{hint}")
+        emit_error(f"error: unexpected {type(exc).__name__}: {one_line(str(exc))}{hint}")
     return code
 
 
@@ -199,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except KeyboardInterrupt:
-        _error("interrupted; rerun the same command to resume")
+        emit_error("interrupted; rerun the same command to resume")
         return EXIT_INTERRUPTED
     except Exception as exc:
         return _report(exc, args.verbose)

@@ -25,19 +25,20 @@ logger = logging.getLogger(__name__)
 MAX_FAILURES_SHOWN = 10
 
 
-def _emit(text: str) -> None:
+def emit(text: str) -> None:
     """A result line, to stdout."""
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
 
 
-def _warn(text: str) -> None:
-    """A warning line, to stderr."""
+def emit_error(text: str) -> None:
+    """An error or warning line, to stderr."""
     sys.stderr.write(text + "\n")
     sys.stderr.flush()
 
 
-def _one_line(text: Any, limit: int = 300) -> str:
+def one_line(text: Any, limit: int = 500) -> str:
+    """``text`` on one line, at most ``limit`` characters."""
     flat = " ".join(str(text).split())
     return flat[:limit] + ("..." if len(flat) > limit else "")
 
@@ -69,7 +70,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         processes=args.processes,
         progress=not args.quiet,
     )
-    _emit(
+    emit(
         f"wrote {result.n_products} products of {result.n_stars} stars "
         f"({result.n_bytes / 1e6:.1f} MB) to {result.out_url}; truth: {result.truth_url}"
     )
@@ -119,12 +120,12 @@ def cmd_discover(args: argparse.Namespace) -> int:
             storage_options=options,
         )
     for problem in problems:
-        _warn(f"warning: {_one_line(problem, 1000)}")
+        emit_error(f"warning: {one_line(problem, 1000)}")
     if manifest.empty:
-        _warn(f"error: no products found; {args.output} was not written")
+        emit_error(f"error: no products found; {args.output} was not written")
         return 3
     write_manifest(manifest, args.output, store_options_for(storage))
-    _emit(f"{len(manifest)} products of {manifest['target'].nunique()} targets -> {args.output}")
+    emit(f"{len(manifest)} products of {manifest['target'].nunique()} targets -> {args.output}")
     return 0 if not problems else 1
 
 
@@ -143,9 +144,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     )
     logging.getLogger("starskope_dask").setLevel(logging.INFO)
     summary = run(config, progress=not args.quiet)
-    _emit(_summary_text(summary.as_dict()))
+    emit(_summary_text(summary.as_dict()))
     if args.json:
-        _emit(json.dumps(summary.as_dict()))
+        emit(json.dumps(summary.as_dict()))
     return 0 if summary.n_failed == 0 else 1
 
 
@@ -189,7 +190,7 @@ def failure_lines(
     for failure in shown:
         url = str(failure.get("url"))
         message = str(failure.get("message")).removeprefix(f"{url}: ")  # it names the URL too
-        lines.append(f"  failed: {url}: {failure.get('error_type')}: {_one_line(message)}")
+        lines.append(f"  failed: {url}: {failure.get('error_type')}: {one_line(message)}")
     if len(shown) < len(failures):
         lines.append(
             f"  ... and {len(failures) - len(shown)} more; see `starskope status {store} --all` "
@@ -208,11 +209,11 @@ def _unreadable_state(store: str, options: Mapping[str, Any], exc: Exception) ->
             read_table(url, options)
         except Exception as error:
             return StoreError(
-                f"cannot read {url}: {type(error).__name__}: {_one_line(error)}; the store's "
+                f"cannot read {url}: {type(error).__name__}: {one_line(error)}; the store's "
                 "ingest state is damaged: restore that file, or ingest again into a new store"
             )
     return StoreError(
-        f"cannot read the ingest state of {store}: {type(exc).__name__}: {_one_line(exc)}; "
+        f"cannot read the ingest state of {store}: {type(exc).__name__}: {one_line(exc)}; "
         "the store may be damaged: ingest again into a new store"
     )
 
@@ -231,15 +232,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     except Exception as exc:  # a state file that is not what ingest wrote
         raise _unreadable_state(args.store, options, exc) from exc
     if args.json:
-        _emit(json.dumps(status.as_dict()))
+        emit(json.dumps(status.as_dict()))
         return 0
-    _emit(
+    emit(
         f"store {status.store}: {status.n_stars} stars, {status.n_products} products, "
         f"{status.n_stored} stored, {status.n_failed} failed; chunks done "
         f"{status.n_chunks_done}/{status.n_chunks}; grid {status.grid}"
     )
     for line in failure_lines(status.failures, status.store, show_all=args.all):
-        _emit(line)
+        emit(line)
     return 0
 
 
@@ -249,9 +250,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     logging.getLogger("starskope_dask").setLevel(logging.INFO)
     result = run_demo(args.out, n_stars=args.stars, seed=args.seed, n_workers=args.workers)
-    _emit(_summary_text(result["summary"]))
+    emit(_summary_text(result["summary"]))
     plot = result["plot"] or "none (no star was stored)"
-    _emit(f"manifest: {result['manifest']}\nstore: {result['store']}\nplot: {plot}")
+    emit(f"manifest: {result['manifest']}\nstore: {result['store']}\nplot: {plot}")
     return 0 if result["summary"]["n_failed"] == 0 else 1
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from starskope_dask.config import load_ingest_config
 from starskope_dask.discover import list_archive, write_manifest
-from starskope_dask.errors import StoreError
+from starskope_dask.fetch import writable_folder
 from starskope_dask.pipeline import run
 from starskope_dask.plots import plot_cube_stars
 from starskope_dask.s3server import local_s3_server
@@ -34,25 +34,7 @@ def prepare_output(out: str | os.PathLike[str]) -> Path:
     StoreError
         If ``out`` is a file, lies under a file, or is not writable; the message names it.
     """
-    out_dir = Path(out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise StoreError(
-            f"cannot write the demo's output to {out_dir}: it is a file, not a folder; "
-            "choose another --out"
-        )
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StoreError(
-            f"cannot write the demo's output to {out_dir}: {type(exc).__name__}: "
-            f"{exc.strerror or exc}; choose another --out"
-        ) from exc
-    if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise StoreError(
-            f"cannot write the demo's output to {out_dir}: the folder is not writable; "
-            "choose another --out or fix its permissions"
-        )
-    return out_dir
+    return writable_folder(Path(out), "the demo's output", "choose another --out")
 
 
 def run_demo(

@@ -27,6 +27,7 @@ from starskope_dask.errors import (
     FetchError,
     ProductError,
     ProductNotFoundError,
+    StoreError,
     UnsupportedSchemeError,
 )
 
@@ -67,6 +68,40 @@ def check_protocol(url: str) -> str:
             "use a local path, file://, s3:// or http(s)://",
         )
     return protocol
+
+
+def writable_folder(path: Path, what: str, hint: str) -> Path:
+    """Make ``path`` (and its parents) a folder this process can write into, or raise.
+
+    Parameters
+    ----------
+    path : Path
+        The output folder.
+    what : str
+        What goes there, for the message ("the simulated archive").
+    hint : str
+        What the user can do ("choose another --out").
+
+    Raises
+    ------
+    StoreError
+        If ``path`` is a file, lies under one, cannot be made or is not writable.
+    """
+    problem = ""
+    if path.exists() and not path.is_dir():
+        problem = "it is a file, not a folder"
+    else:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            problem = f"{type(exc).__name__}: {exc.strerror or exc}"
+        else:
+            if not os.access(path, os.W_OK | os.X_OK):
+                problem = "the folder is not writable"
+                hint += " or fix its permissions"
+    if problem:
+        raise StoreError(f"cannot write {what} to {path}: {problem}; {hint}")
+    return path
 
 
 def _storage(storage_options: SourceOptions) -> StorageConfig:

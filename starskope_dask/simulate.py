@@ -39,7 +39,13 @@ from starskope_dask.errors import (
     StoreError,
     UnsupportedSchemeError,
 )
-from starskope_dask.fetch import check_protocol, filesystem, local_path, url_protocol
+from starskope_dask.fetch import (
+    check_protocol,
+    filesystem,
+    local_path,
+    url_protocol,
+    writable_folder,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -946,21 +952,7 @@ def check_simulation_output(out_url: str, storage_options: Mapping[str, Any] | N
             "s3://bucket[/prefix]"
         )
     if protocol == "file":
-        path = local_path(out_url)
-        if path.exists() and not path.is_dir():
-            raise StoreError(
-                f"cannot write the simulated archive to {out_url}: it is a file, not a folder; "
-                "choose a folder (OUT_URL)"
-            )
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise _output_error(out_url, exc) from exc
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise StoreError(
-                f"cannot write the simulated archive to {out_url}: the folder is not writable; "
-                "choose a folder you can write (OUT_URL) or fix its permissions"
-            )
+        writable_folder(local_path(out_url), "the simulated archive", "choose a folder (OUT_URL)")
         return
     probe = f"{out_url.rstrip('/')}/truth/.starskope-write-probe"
     try:

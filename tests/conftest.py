@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,22 +43,55 @@ def s3() -> Iterator[object]:
         yield server
 
 
-@pytest.fixture(scope="session")
-def http_root(real_data: Path) -> Iterator[str]:
-    """The real data folder served over HTTP on 127.0.0.1."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(real_data))
+@contextlib.contextmanager
+def serve_folder(folder: Path, port: int = 0) -> Iterator[str]:
+    """``folder`` over HTTP on 127.0.0.1 (a threaded stdlib server); yields the base URL.
 
-    class Quiet(handler.func):  # type: ignore[name-defined,misc]
+    ``port`` reopens a server on the port of one stopped before (a source that was down).
+    """
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(real_data))
-    )
+    class Server(http.server.ThreadingHTTPServer):
+        allow_reuse_address = True
+
+    server = Server(("127.0.0.1", port), functools.partial(Quiet, directory=str(folder)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextlib.contextmanager
+def two_worker_client(**cluster_options: Any) -> Iterator[Any]:
+    """A client of a LocalCluster of two single-threaded worker processes on 127.0.0.1
+    (endpoints set in the environment before it starts reach the workers)."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=":0",
+            **cluster_options,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+@pytest.fixture(scope="session")
+def http_root(real_data: Path) -> Iterator[str]:
+    """The real data folder served over HTTP on 127.0.0.1."""
+    with serve_folder(real_data) as base:
+        yield base
 
 
 @pytest.fixture(scope="session")

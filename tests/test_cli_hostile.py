@@ -5,12 +5,9 @@ and never a traceback. Everything runs in-process and offline (127.0.0.1 only).
 
 from __future__ import annotations
 
-import functools
-import http.server
 import logging
 import math
 import os
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +26,8 @@ from starskope_dask.errors import (
     StoreError,
 )
 from starskope_dask.simulate import SimulationConfig
+
+from .conftest import serve_folder
 
 GOOD_URI = (
     "s3://stpubdata/kepler/public/lightcurves/0106/010666592/kplr010666592-2009131110544_llc.fits"
@@ -103,19 +102,8 @@ def http_dir(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     """A folder served over HTTP on 127.0.0.1: (folder, base URL)."""
     root = tmp_path / "served"
     root.mkdir()
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(root))
-    )
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serve_folder(root) as base:
+        yield root, base
 
 
 # ----------------------------------------------------------------- the contract itself

@@ -19,6 +19,7 @@ from starskope_dask.discover import manifest_frame, write_manifest
 from starskope_dask.pipeline import run_with_client
 from starskope_dask.store import open_cube
 
+from .conftest import two_worker_client
 from .hostile import gzip_bomb, with_card
 
 SECRET = "s3cr3t-t0ken-do-not-leak"
@@ -27,19 +28,7 @@ SECRET = "s3cr3t-t0ken-do-not-leak"
 @pytest.fixture(scope="module")
 def small_workers() -> Iterator[object]:
     """Two worker processes with 1 GiB each: a bomb inflated in memory would kill them."""
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            memory_limit="1GiB",
-            host="127.0.0.1",
-            dashboard_address=":0",
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with two_worker_client(memory_limit="1GiB") as client:
         yield client
 
 

@@ -32,7 +32,7 @@ from starskope_dask.store import (
     store_status,
 )
 
-from .conftest import HAT_P_7_KEPLER, HAT_P_7_TESS
+from .conftest import HAT_P_7_KEPLER, HAT_P_7_TESS, two_worker_client
 
 REAL_SUBSET = [
     HAT_P_7_KEPLER,
@@ -47,19 +47,8 @@ CORRUPT = "edge/test-lc-tess-pimen-corrupted.fits"
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[object]:
-    from distributed import Client, LocalCluster
-
     # The S3 endpoint reaches the worker processes through the environment.
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=":0",
-        ) as cluster,
-        Client(cluster) as c,
-    ):
+    with two_worker_client() as c:
         yield c
 
 
