@@ -521,6 +521,14 @@ async def _http_get(fs: Any, url: str, limit: int | None) -> bytes:
         length = response.headers.get("Content-Length")
         if limit is not None and length is not None and length.isdigit() and int(length) > limit:
             raise _too_large(url, length, limit)
+        encoding = response.headers.get("Content-Encoding", "identity").lower()
+        if limit is None or (length is not None and length.isdigit() and encoding == "identity"):
+            # The size is known and within the limit: one read into one buffer (the common
+            # case; a compressed transfer encoding could inflate, so it is streamed instead).
+            data: bytes = await response.read()
+            if limit is not None and len(data) > limit:
+                raise _too_large(url, len(data), limit)
+            return data
         chunks: list[bytes] = []
         total = 0
         async for chunk in response.content.iter_chunked(1 << 20):

@@ -181,7 +181,7 @@ def test_gzip_bomb_stops_at_max_product_bytes(real_data: Path, tmp_path: Path) -
 
 
 @pytest.mark.timeout(60)
-def test_multi_membergzip_bomb(real_data: Path) -> None:
+def test_multi_member_gzip_bomb(real_data: Path) -> None:
     head = gzip.compress(_bytes(real_data / TESS_SMALL)[:20160])
     zeros = gzip.compress(bytes(16 * MiB), compresslevel=9)
     bomb = head + zeros * 64  # 1 GiB of zeros in 64 members

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import http.server
 import json
 import os
 import socket
@@ -279,6 +280,39 @@ def test_a_silent_server_times_out_with_a_clear_message(
         assert time.monotonic() - began < 5
     out = capsys.readouterr()
     assert "FetchError" in out.out + out.err and "read_timeout_s" in out.out + out.err
+
+
+def test_an_http_transfer_encoding_bomb_stops_at_the_limit() -> None:
+    """A server that gzips its answer (``Content-Encoding: gzip``) is inflated by the HTTP
+    client itself, past the reader's decompression: the download is capped while it
+    streams."""
+    import gzip
+
+    from starskope_dask.config import ReadConfig
+    from starskope_dask.errors import CorruptProductError
+
+    body = gzip.compress(bytes(64 * 2**20), compresslevel=1)
+
+    class Bomb(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Bomb)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/bomb_lc.fits"
+        with pytest.raises(CorruptProductError, match="max_product_bytes"):
+            read_light_curve(url, config=ReadConfig(max_product_bytes=8 * 2**20))
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_unsupported_schemes_are_named(tmp_path: Path) -> None:
