@@ -43,6 +43,7 @@ from starskope_dask.fetch import (
     filesystem,
     local_path,
     url_protocol,
+    writable_protocol,
 )
 from starskope_dask.mast import PLANET_HOST_TABLES, MastClient
 from starskope_dask.records import MANIFEST_COLUMNS, MISSIONS
@@ -237,15 +238,9 @@ def check_manifest_output(url: str) -> None:
 
 def _output_protocol(url: str) -> str:
     try:
-        protocol = check_protocol(url)
+        return writable_protocol(url)
     except UnsupportedSchemeError as exc:
         raise ConfigError(f"manifest output {url}: {exc.problem}; {exc.hint}") from exc
-    if protocol not in ("file", "s3"):
-        raise ConfigError(
-            f"cannot write a manifest to {url}: {protocol}:// is read-only here; write to a "
-            "local path or s3:// and serve it from there"
-        )
-    return protocol
 
 
 def write_manifest(frame: pd.DataFrame, url: str, storage_options: SourceOptions = None) -> None:

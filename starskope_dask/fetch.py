@@ -104,6 +104,18 @@ def writable_folder(path: Path, what: str, hint: str) -> Path:
     return path
 
 
+def writable_protocol(url: str) -> str:
+    """``"file"`` or ``"s3"``: the protocol of a URL starskope can write (a store, a
+    manifest, a simulated archive), or :class:`UnsupportedSchemeError`.
+    """
+    protocol = check_protocol(url)
+    if protocol not in ("file", "s3"):
+        raise UnsupportedSchemeError(
+            url, f"cannot be written over {protocol}://", "write to a local path or s3://"
+        )
+    return protocol
+
+
 def _storage(storage_options: SourceOptions) -> StorageConfig:
     return storage_options if isinstance(storage_options, StorageConfig) else StorageConfig()
 
@@ -452,8 +464,14 @@ def _short(exc: BaseException) -> str:
     return text[:300] + ("..." if len(text) > 300 else "")
 
 
-def backoff_seconds(storage: StorageConfig, attempt: int) -> float:
-    """Wait before retry ``attempt`` (1, 2, ...): exponential, with up to 50 % jitter."""
+def retry_wait(url: str, exc: BaseException, attempt: int, storage: StorageConfig) -> float:
+    """Seconds to wait before trying ``url`` again after try ``attempt`` (1, 2, ...) failed
+    with ``exc``: exponential backoff with up to 50 % jitter. Re-raises ``exc`` when it is
+    not transient or the retries are spent.
+    """
+    if attempt > storage.retries or not is_transient(exc):
+        raise exc
+    logger.info("%s: %s; retry %d of %d", url, type(exc).__name__, attempt, storage.retries)
     base: float = storage.retry_backoff_s * 2 ** (attempt - 1)
     return base * (1 + 0.5 * random.random())
 
@@ -554,10 +572,7 @@ async def _fetch_async(
             return data
         except Exception as exc:
             attempt += 1
-            if attempt > storage.retries or not is_transient(exc):
-                raise
-            logger.info("%s: %s; retry %d of %d", url, type(exc).__name__, attempt, storage.retries)
-            await asyncio.sleep(backoff_seconds(storage, attempt))
+            await asyncio.sleep(retry_wait(url, exc, attempt, storage))
 
 
 def fetch_bytes(
@@ -616,9 +631,7 @@ def fetch_bytes(
                 return data
             except Exception as exc:
                 attempt += 1
-                if attempt > storage.retries or not is_transient(exc):
-                    raise
-                time.sleep(backoff_seconds(storage, attempt))
+                time.sleep(retry_wait(url, exc, attempt, storage))
     except Exception as exc:
         raise _translate(url, exc, storage) from exc
 

@@ -23,7 +23,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -39,8 +39,9 @@ from starskope_dask.errors import (
     NoUsableDataError,
     ProductError,
     StoreError,
+    UnsupportedSchemeError,
 )
-from starskope_dask.fetch import decompress, iter_fetched, url_protocol
+from starskope_dask.fetch import decompress, iter_fetched, writable_protocol
 from starskope_dask.read import parse_light_curve
 from starskope_dask.records import MISSIONS, Failure, LightCurve
 from starskope_dask.store import (
@@ -58,18 +59,17 @@ from starskope_dask.store import (
     encode_staged,
     grow_stars,
     list_staged,
+    read_chunk_records,
     read_cube_attrs,
-    read_done_markers,
     read_staged_at,
     read_table,
     release_lock,
-    remove_state_file,
+    remove_chunk_record,
     remove_temporary_files,
     state_url,
     write_bytes,
-    write_done_marker,
+    write_chunk_record,
     write_pack,
-    write_pending_marker,
     write_regions,
     write_table,
 )
@@ -237,7 +237,7 @@ class ChunkTask:
     stars: tuple[int, ...]
     staged: tuple[StagedAt | None, ...]
     layout: CubeLayout
-    previous: Mapping[int, tuple[int, ...]] | None = None
+    previous: Mapping[int, set[int]] | None = None
     """Time chunks an earlier run may have written for this star chunk, per mission index
     (``None``: unknown, so every time chunk is cleared that this run does not write)."""
 
@@ -323,24 +323,19 @@ def ingest_chunk(task: ChunkTask) -> dict[str, Any]:
         steps = [e[3].index for e in entries if e[3].index.size]
         if steps:
             planned[mission] = set(np.unique(np.concatenate(steps) // time_chunk).tolist())
-    n_time_chunks = -(-task.layout.grid.size // time_chunk)
+    every = set(range(-(-task.layout.grid.size // time_chunk)))
     previous = task.previous
-    if previous is None:
-        stale = {m: set(range(n_time_chunks)) - planned[m] for m in planned}
-    else:
-        stale = {m: set(previous.get(m, ())) - planned[m] for m in planned}
-    write_pending_marker(
-        task.io.store,
-        task.chunk,
-        {"chunk": task.chunk, "time_chunks": _chunk_lists(planned, stale)},
-        task.io.store_options,
-    )
+    stale = {
+        m: (every if previous is None else previous.get(m, set())) - planned[m] for m in planned
+    }
+    pending = {"chunk": task.chunk, "time_chunks": _chunk_lists(_union(planned, stale))}
+    write_chunk_record(task.io.store, task.chunk, pending, task.io.store_options, "pending")
     write_regions(task.io.store, _blocks(task, cells), task.io.store_options)
     if any(stale.values()):
         clear_time_chunks(
             task.io.store,
             slice(task.star_start, task.star_stop),
-            {m: sorted(c) for m, c in stale.items() if c},
+            {m: sorted(c) for m, c in stale.items()},
             task.layout,
             task.io.store_options,
         )
@@ -350,18 +345,29 @@ def ingest_chunk(task: ChunkTask) -> dict[str, Any]:
         "failures": sorted(failures, key=lambda f: f["url"]),
         "time_chunks": _chunk_lists(planned),
     }
-    write_done_marker(task.io.store, task.chunk, record, task.io.store_options)
-    remove_state_file(task.io.store, f"pending/chunk-{task.chunk:06d}.json", task.io.store_options)
+    write_chunk_record(task.io.store, task.chunk, record, task.io.store_options)
+    remove_chunk_record(task.io.store, task.chunk, task.io.store_options)
     return record
 
 
-def _chunk_lists(*groups: Mapping[int, set[int]]) -> dict[str, list[int]]:
-    """Time chunks per mission index as JSON (keys are strings), the union of ``groups``."""
+TimeChunks = Mapping[int, Iterable[int]]
+"""Time chunk numbers per mission index."""
+
+
+def _union(*parts: TimeChunks | None) -> dict[int, set[int]] | None:
+    """The union of time-chunk maps; ``None`` (unknown) if any part is unknown."""
     merged: dict[int, set[int]] = {}
-    for group in groups:
-        for mission, chunks in group.items():
-            merged.setdefault(mission, set()).update(chunks)
-    return {str(m): sorted(int(c) for c in chunks) for m, chunks in merged.items() if chunks}
+    for part in parts:
+        if part is None:
+            return None
+        for mission, chunks in part.items():
+            merged.setdefault(int(mission), set()).update(int(c) for c in chunks)
+    return merged
+
+
+def _chunk_lists(chunks: TimeChunks | None) -> dict[str, list[int]]:
+    """A time-chunk map as JSON (mission keys are strings), empty missions left out."""
+    return {str(m): sorted(c) for m, c in (chunks or {}).items() if c}
 
 
 # --------------------------------------------------------------------------- driver
@@ -476,54 +482,39 @@ def check_store_url(store: str) -> str:
     """
     if not isinstance(store, str) or not store.strip():
         raise ConfigError("the store URL is empty: give --store PATH or s3://bucket/prefix")
-    protocol = url_protocol(store)
-    if protocol not in ("file", "s3"):
-        raise ConfigError(
-            f"store {store}: a cube is written to a local path or s3://bucket[/prefix], not "
-            f"{protocol}://"
-        )
+    try:
+        protocol = writable_protocol(store)
+    except UnsupportedSchemeError as exc:
+        raise ConfigError(f"store {store}: {exc.problem}; {exc.hint}") from exc
     if protocol == "s3" and not store[len("s3://") :].strip("/"):
         raise ConfigError(f"store {store} names no bucket: use s3://bucket[/prefix]")
-    return store.rstrip("/") if store.rstrip("/") else store
-
-
-def _retry_mask(products: pd.DataFrame, retry_failed: bool) -> pd.Series:
-    """Rows of the products table to read again: transient failures (a server that was
-    down, a timeout), or every failure with ``retry_failed``.
-    """
-    failed = products["error_type"].notna()
-    if retry_failed:
-        return failed
-    return failed & products["error_type"].isin(TRANSIENT_ERRORS)
+    return store.rstrip("/") or store
 
 
 #: Error types a rerun reads again without being asked (see :func:`fetch.is_transient`).
 TRANSIENT_ERRORS = ("FetchError",)
 
 
-def _marker_chunks(marker: Mapping[str, Any] | None) -> dict[int, tuple[int, ...]] | None:
-    """Time chunks per mission a marker records (``None``: an old marker that does not say)."""
-    if marker is None:
+def _read_again(error_type: Any, retry_failed: bool) -> bool:
+    """Whether a product that failed with ``error_type`` is read again by this run: a
+    transient failure (a server that was down, a timeout) always, any with ``retry_failed``.
+    """
+    return isinstance(error_type, str) and (retry_failed or error_type in TRANSIENT_ERRORS)
+
+
+def _recorded_chunks(record: Mapping[str, Any] | None) -> TimeChunks | None:
+    """Time chunks a chunk record names (``{}`` without a record; ``None``: an old record
+    that does not say, so every time chunk is suspect).
+    """
+    if record is None:
         return {}
-    chunks = marker.get("time_chunks")
+    chunks = record.get("time_chunks")
     if not isinstance(chunks, Mapping):
         return None
     try:
-        return {int(m): tuple(int(c) for c in values) for m, values in chunks.items()}
+        return {int(m): [int(c) for c in values] for m, values in chunks.items()}
     except (TypeError, ValueError):
         return None
-
-
-def _merge_chunks(
-    *parts: dict[int, tuple[int, ...]] | None,
-) -> dict[int, tuple[int, ...]] | None:
-    merged: dict[int, set[int]] = {}
-    for part in parts:
-        if part is None:
-            return None
-        for mission, chunks in part.items():
-            merged.setdefault(mission, set()).update(chunks)
-    return {m: tuple(sorted(c)) for m, c in merged.items()}
 
 
 def _star_ids_from_products(stars: pd.DataFrame, good: pd.DataFrame) -> pd.DataFrame:
@@ -595,7 +586,7 @@ def _ingest(
         products = _read_state_table(store, "products.parquet", store_options)
         old_stars = _read_state_table(store, "stars.parquet", store_options)
         if products is not None:
-            retry = _retry_mask(products, config.retry_failed)
+            retry = products["error_type"].map(lambda e: _read_again(e, config.retry_failed))
             if retry.any():
                 logger.info("reading %d products that failed before again", int(retry.sum()))
             products = products[~retry].reset_index(drop=True)
@@ -634,8 +625,8 @@ def _ingest(
             logger.info("%d products are no longer in the manifest: their flux is removed", dropped)
         products = products[products["url"].isin(set(urls))].reset_index(drop=True)
         good = products["error_type"].isna()
-        markers = read_done_markers(store, store_options)
-        pending = read_done_markers(store, store_options, folder="pending")
+        markers = read_chunk_records(store, store_options)
+        pending = read_chunk_records(store, store_options, "pending")
         if old_stars is None and markers:
             logger.warning("the star table of %s is gone: every chunk is written again", store)
             markers = {}
@@ -664,7 +655,7 @@ def _ingest(
                 done = set(marker["products"]) | {
                     f["url"]
                     for f in marker["failures"]
-                    if not (config.retry_failed or f.get("error_type") in TRANSIENT_ERRORS)
+                    if not _read_again(f.get("error_type"), config.retry_failed)
                 }
                 if done == set(group_urls):
                     skipped += 1
@@ -682,9 +673,7 @@ def _ingest(
                     stars=tuple(int(s) for s in group["star"]),
                     staged=tuple(StagedAt.from_columns(row) for row in group.itertuples()),
                     layout=layout,
-                    previous=_merge_chunks(
-                        _marker_chunks(marker), _marker_chunks(pending.get(chunk))
-                    ),
+                    previous=_union(_recorded_chunks(marker), _recorded_chunks(pending.get(chunk))),
                 )
             )
         records: list[dict[str, Any]] = []

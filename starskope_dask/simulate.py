@@ -40,11 +40,11 @@ from starskope_dask.errors import (
     UnsupportedSchemeError,
 )
 from starskope_dask.fetch import (
-    check_protocol,
     filesystem,
     local_path,
     url_protocol,
     writable_folder,
+    writable_protocol,
 )
 
 logger = logging.getLogger(__name__)
@@ -943,14 +943,9 @@ def check_simulation_output(out_url: str, storage_options: Mapping[str, Any] | N
         If the target cannot be written; the message names ``out_url``.
     """
     try:
-        protocol = check_protocol(out_url)
+        protocol = writable_protocol(out_url)
     except UnsupportedSchemeError as exc:
         raise SimulationError(f"OUT_URL {out_url}: {exc.problem}; {exc.hint}") from exc
-    if protocol not in ("file", "s3"):
-        raise SimulationError(
-            f"OUT_URL {out_url}: cannot write over {protocol}://; give a local folder or "
-            "s3://bucket[/prefix]"
-        )
     if protocol == "file":
         writable_folder(local_path(out_url), "the simulated archive", "choose a folder (OUT_URL)")
         return

@@ -254,7 +254,8 @@ def _lock_is_stale(record: Mapping[str, Any]) -> bool:
     return time.time() - float(record.get("heartbeat", 0)) > LOCK_STALE_SECONDS
 
 
-def _lock_record(data: bytes) -> dict[str, Any] | None:
+def _json_object(data: bytes) -> dict[str, Any] | None:
+    """A JSON object parsed from ``data``, or ``None`` when it is not one (torn, foreign)."""
     try:
         record = json.loads(data)
     except (ValueError, UnicodeDecodeError):
@@ -275,7 +276,7 @@ def acquire_lock(store: str, storage_options: Mapping[str, Any] | None = None) -
     owner = _owner()
     existing = read_bytes(url, storage_options)
     if existing is not None:
-        record = _lock_record(existing)
+        record = _json_object(existing)
         if record is None:
             logger.warning(
                 "the lock %s is unreadable (%d bytes: torn by a crash or a full disk); "
@@ -317,7 +318,7 @@ def acquire_lock(store: str, storage_options: Mapping[str, Any] | None = None) -
         write_bytes(url, data, storage_options)
     time.sleep(0.05)
     current = read_bytes(url, storage_options)
-    record = None if current is None else _lock_record(current)
+    record = None if current is None else _json_object(current)
     if record is None or record.get("owner") != owner:
         raise StoreLockedError(f"store {store} was locked by another ingest at the same time")
     stop = threading.Event()
@@ -348,7 +349,7 @@ def release_lock(lock: Lock) -> None:
         current = read_bytes(lock.url, lock.storage_options)
         if current is None:
             return
-        record = _lock_record(current)
+        record = _json_object(current)
         if record is not None and record.get("owner") != lock.owner:
             logger.warning("the lock %s is no longer this run's; left alone", lock.url)
             return
@@ -416,12 +417,14 @@ def claim_store(store: str, storage_options: Mapping[str, Any] | None = None) ->
     with store_io(store, "list"):
         fs, root = _fs(store, storage_options)
         entries = _entries(fs, root)
-        legacy = STATE_DIR in entries and set(entries) <= {STATE_DIR, *CUBE_KEYS}
-        if legacy:
-            legacy = STATE_DIR in entries and any(
-                name in _entries(fs, _join(root, STATE_DIR))
-                for name in ("products.parquet", "stars.parquet", "lock.json", "staged")
+        # a store made before store.json existed: only the cube's keys and our state
+        legacy = (
+            STATE_DIR in entries
+            and set(entries) <= {STATE_DIR, *CUBE_KEYS}
+            and not {"products.parquet", "stars.parquet", "lock.json", "staged"}.isdisjoint(
+                _entries(fs, _join(root, STATE_DIR))
             )
+        )
     if entries and not legacy:
         shown = ", ".join(repr(e) for e in entries[:3]) + (", ..." if len(entries) > 3 else "")
         raise NotAStoreError(
@@ -431,7 +434,7 @@ def claim_store(store: str, storage_options: Mapping[str, Any] | None = None) ->
         )
     record = {"format": STORE_FORMAT, "schema_version": SCHEMA_VERSION, "created": time.time()}
     write_bytes(marker_url, json.dumps(record).encode(), storage_options)
-    return bool(legacy)
+    return legacy
 
 
 def remove_temporary_files(store: str, storage_options: Mapping[str, Any] | None = None) -> int:
@@ -685,42 +688,37 @@ def open_cube(store: str, storage_options: Mapping[str, Any] | None = None) -> A
 # ---------------------------------------------------------------------- resume state
 
 
-def done_marker_url(store: str, chunk: int) -> str:
-    """URL of the done-marker of star chunk ``chunk``."""
-    return _join(store, STATE_DIR, "done", f"chunk-{chunk:06d}.json")
+#: A star chunk's records: ``done/`` after its data is written (its products, failures and
+#: time chunks), ``pending/`` before (every time chunk the write may touch; removed once the
+#: done-marker is written, so a run killed in between leaves it for the next to clear).
+ChunkFolder = Literal["done", "pending"]
 
 
-def write_done_marker(
+def chunk_record_url(store: str, chunk: int, folder: ChunkFolder = "done") -> str:
+    """URL of star chunk ``chunk``'s done-marker (or pending record)."""
+    return _join(store, STATE_DIR, folder, f"chunk-{chunk:06d}.json")
+
+
+def write_chunk_record(
     store: str,
     chunk: int,
     record: Mapping[str, Any],
     storage_options: Mapping[str, Any] | None = None,
+    folder: ChunkFolder = "done",
 ) -> None:
-    """Record that a star chunk's data is written (called after the data, never before)."""
-    write_bytes(
-        done_marker_url(store, chunk), json.dumps(record, sort_keys=True).encode(), storage_options
-    )
-
-
-def write_pending_marker(
-    store: str,
-    chunk: int,
-    record: Mapping[str, Any],
-    storage_options: Mapping[str, Any] | None = None,
-) -> None:
-    """Record, before a star chunk's data is written, every time chunk the write may touch
-    (removed after the done-marker): a run killed in between leaves it, and the next run
-    clears what it names.
-    """
-    url = _join(store, STATE_DIR, "pending", f"chunk-{chunk:06d}.json")
+    """Write a star chunk's done-marker (after its data, never before) or pending record."""
+    url = chunk_record_url(store, chunk, folder)
     write_bytes(url, json.dumps(record, sort_keys=True).encode(), storage_options)
 
 
-def remove_state_file(
-    store: str, name: str, storage_options: Mapping[str, Any] | None = None
+def remove_chunk_record(
+    store: str,
+    chunk: int,
+    storage_options: Mapping[str, Any] | None = None,
+    folder: ChunkFolder = "pending",
 ) -> None:
-    """Remove one of the store's own state files (``_starskope/NAME``), if it is there."""
-    url = _join(store, STATE_DIR, name)
+    """Remove a star chunk's pending record (or done-marker), if it is there."""
+    url = chunk_record_url(store, chunk, folder)
     with store_io(url, "remove"):
         fs, path = _fs(url, storage_options)
         with contextlib.suppress(FileNotFoundError):
@@ -748,11 +746,11 @@ def clear_time_chunks(
     write_regions(store, blocks(), storage_options)
 
 
-def read_done_markers(
-    store: str, storage_options: Mapping[str, Any] | None = None, *, folder: str = "done"
+def read_chunk_records(
+    store: str, storage_options: Mapping[str, Any] | None = None, folder: ChunkFolder = "done"
 ) -> dict[int, dict[str, Any]]:
-    """All done-markers of a store (or the pending records, ``folder="pending"``), by chunk
-    number; unreadable ones are left out with a warning (their chunks are written again).
+    """All done-markers of a store (or pending records), by chunk number; unreadable ones
+    are left out with a warning (their chunks are written again).
     """
     url = _join(store, STATE_DIR, folder)
     try:
@@ -765,14 +763,14 @@ def read_done_markers(
     markers: dict[int, dict[str, Any]] = {}
     for path, data in contents.items():
         number = os.path.basename(path)[len("chunk-") : -len(".json")]
-        marker = _lock_record(data) if isinstance(data, bytes) else None
+        marker = _json_object(data) if isinstance(data, bytes) else None
         if (
             not number.isdigit()
             or marker is None
             or (folder == "done" and not isinstance(marker.get("products"), list))
             or (folder == "done" and not isinstance(marker.get("failures"), list))
         ):
-            logger.warning("done-marker %s is unreadable: its chunk is written again", path)
+            logger.warning("chunk record %s is unreadable: its chunk is written again", path)
             continue
         markers[int(number)] = marker
     return markers
@@ -1047,7 +1045,7 @@ def store_status(store: str, storage_options: Mapping[str, Any] | None = None) -
     products = read_table(state_url(store, "products.parquet"), storage_options)
     if products is None:
         raise StoreError(f"{store} holds no starskope ingest state; run `starskope ingest` first")
-    markers = read_done_markers(store, storage_options)
+    markers = read_chunk_records(store, storage_options)
     stars = read_table(state_url(store, "stars.parquet"), storage_options)
     failures = collect_failures(products, markers)
     attrs = read_cube_attrs(store, storage_options)

@@ -246,6 +246,7 @@ def test_two_ingests_on_one_store(tmp_path: Path) -> None:
             acquire_lock(store)
     finally:
         release_lock(lock)
+    assert not (tmp_path / "cube.zarr" / "_starskope" / "lock.json").exists()
     # a lock left by a dead process is taken over
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

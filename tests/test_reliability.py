@@ -31,7 +31,7 @@ from starskope_dask.discover import list_archive, write_manifest
 from starskope_dask.errors import FetchError, NotAStoreError, StoreError, UnsupportedSchemeError
 from starskope_dask.pipeline import run, run_with_client
 from starskope_dask.read import read_light_curve
-from starskope_dask.store import acquire_lock, claim_store, open_cube, release_lock, store_status
+from starskope_dask.store import claim_store, open_cube, store_status
 
 from .conftest import serve_folder, two_worker_client
 
@@ -412,17 +412,6 @@ def test_torn_and_damaged_state_files(
     assert rebuilt.n_chunks_written >= 1  # the chunk whose marker was damaged
     assert_same_cube(open_cube(str(store)), reference)
     assert store_status(str(store)).n_stored == first.n_stored
-
-
-def test_a_live_lock_still_stops_a_second_run(tmp_path: Path) -> None:
-    store = str(tmp_path / "cube.zarr")
-    lock = acquire_lock(store)
-    try:
-        with pytest.raises(StoreError, match="another ingest"):
-            acquire_lock(store)
-    finally:
-        release_lock(lock)
-    assert not (tmp_path / "cube.zarr" / "_starskope" / "lock.json").exists()
 
 
 def _mount_tmpfs(path: Path, size: str) -> bool:
