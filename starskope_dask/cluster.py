@@ -11,11 +11,11 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator, Mapping
+from typing import Protocol
 
 import dask
 from distributed import Client, LocalCluster
 
-from starskope_dask.config import IngestConfig
 from starskope_dask.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -35,7 +35,31 @@ WORKER_MALLOC_ENV = {
 }
 
 
-def make_client(config: IngestConfig) -> Client:
+class ClusterSpec(Protocol):
+    """What a stage's config says about its cluster (``IngestConfig``, ``FeaturesConfig``)."""
+
+    @property
+    def n_workers(self) -> int:
+        """LocalCluster worker processes."""
+        ...
+
+    @property
+    def threads_per_worker(self) -> int:
+        """Threads per worker."""
+        ...
+
+    @property
+    def memory_limit(self) -> str | int:
+        """Memory limit per worker."""
+        ...
+
+    @property
+    def resolved_scheduler_address(self) -> str | None:
+        """An existing scheduler's address, or ``None`` for a new LocalCluster."""
+        ...
+
+
+def make_client(config: ClusterSpec) -> Client:
     """Return a client for ``config``: the scheduler at its address, or a new LocalCluster.
 
     Raises

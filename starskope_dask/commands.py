@@ -244,6 +244,69 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_features(args: argparse.Namespace) -> int:
+    """Cube to the features store."""
+    from starskope_dask.config import load_features_config
+    from starskope_dask.features.pipeline import run
+
+    config = load_features_config(
+        args.store,
+        args.out,
+        args.config,
+        scheduler_address=args.scheduler,
+        n_workers=args.workers,
+        stars=tuple(s for item in args.stars or () for s in item.split(",") if s.strip()) or None,
+        stellar=args.stellar,
+    )
+    logging.getLogger("starskope_dask").setLevel(logging.INFO)
+    summary = run(config, progress=not args.quiet)
+    result = summary.as_dict()
+    emit(
+        f"features {result['out']}: {result['n_stars']} stars in the cube, "
+        f"{result['n_stars_computed']} computed in {result['n_chunks_computed']} chunks "
+        f"({result['n_chunks_skipped']} already done), {result['n_signals']} transit signals, "
+        f"{result['n_stars_without_features']} stars without features; "
+        f"{result['seconds']:.1f} s"
+    )
+    for line in failure_lines(
+        [
+            {
+                "url": f"star {r['star']}",
+                "error_type": "failed" if r["status"] == 2 else "too little data",
+                "message": r["reason"],
+            }
+            for r in result["reasons"]
+        ],
+        result["out"],
+        show_all=False,
+    ):
+        emit_error(line)
+    if args.json:
+        emit(json.dumps(result))
+    return 0 if not any(r["status"] == 2 for r in result["reasons"]) else 1
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    """One page per star of a features store (and its cube)."""
+    from starskope_dask.config import load_storage_config
+    from starskope_dask.features.pipeline import open_features, select_stars
+    from starskope_dask.pipeline import store_options_for
+    from starskope_dask.plots import plot_star_page
+
+    options = store_options_for(load_storage_config(config_file=args.config))
+    features = open_features(args.features, options)
+    table = features[["star", "kic", "epic", "tic"]].to_dataframe().reset_index(drop=True)
+    rows = select_stars(table, [s for item in args.star for s in item.split(",") if s.strip()])
+    written = []
+    for row in rows:
+        out = args.out if args.out and len(rows) == 1 else None
+        path = out or os.path.join(args.out_dir, f"star-{row:06d}.png")
+        written.append(str(plot_star_page(features, row, path, storage_options=options)))
+    for path in written:
+        emit(path)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """The embedded main job: local S3 server, simulated archive, discover, ingest, plot."""
     from starskope_dask.demo import run_demo
@@ -253,6 +316,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     emit(_summary_text(result["summary"]))
     plot = result["plot"] or "none (no star was stored)"
     emit(f"manifest: {result['manifest']}\nstore: {result['store']}\nplot: {plot}")
+    if result["features_summary"]:
+        features = result["features_summary"]
+        emit(
+            f"features: {result['features']}: {features['n_stars_computed']} stars, "
+            f"{features['n_signals']} transit signals in {features['seconds']:.1f} s"
+        )
+        for page in result["pages"]:
+            emit(f"star page: {page}")
     return 0 if result["summary"]["n_failed"] == 0 else 1
 
 
@@ -393,6 +464,47 @@ def register(sub: Any) -> None:
     )
     _config_option(status)
     status.set_defaults(func=cmd_status)
+
+    features = _parser(
+        sub,
+        "features",
+        "cube to per-star features (transit search, spectra, views) in a Zarr store",
+        "0 every star computed (stars with too little data get NaN and a reason); 1 some\n"
+        "stars failed (reported; the others are stored); 2 bad config, --stars or an\n"
+        "unreachable --scheduler; 3 the cube or --out cannot be read or written, is locked,\n"
+        "or is not a starskope store of the right kind.",
+    )
+    features.add_argument("store", metavar="STORE", help="the cube (local path or s3:// URL)")
+    features.add_argument("--out", required=True, help="features store: local path or s3:// URL")
+    features.add_argument("--scheduler", help="Dask scheduler address (or DASK_SCHEDULER_ADDRESS)")
+    features.add_argument("--workers", type=int, help="LocalCluster worker processes")
+    features.add_argument(
+        "--stars",
+        action="append",
+        help="only these stars: indices or kic:N, epic:N, tic:N (comma-separated, repeatable)",
+    )
+    features.add_argument(
+        "--stellar", help="stellar properties: mast | none | URL of a catalogue table"
+    )
+    _config_option(features)
+    features.add_argument("--json", action="store_true", help="also print the summary as JSON")
+    features.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    features.set_defaults(func=cmd_features)
+
+    plot = _parser(
+        sub,
+        "plot",
+        "one PNG page per star: light curve, detrended, spectra, periodogram, views",
+        "0 written; 2 a --star that is not in the store; 3 the store cannot be read.",
+    )
+    plot.add_argument("features", metavar="FEATURES", help="features store (path or s3://)")
+    plot.add_argument(
+        "--star", action="append", required=True, help="index or kic:N, epic:N, tic:N"
+    )
+    plot.add_argument("--out", help="PNG path (one star)")
+    plot.add_argument("--out-dir", default=".", help="folder for star-NNNNNN.png (default .)")
+    _config_option(plot)
+    plot.set_defaults(func=cmd_plot)
 
     demo = _parser(
         sub,

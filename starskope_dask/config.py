@@ -319,8 +319,6 @@ _INGEST_INT_RANGES = {
     "star_chunk": (1, 65536),
     "time_chunk": (1, 2**24),
     "fetch_concurrency": (1, 1024),
-    "n_workers": (1, 1024),
-    "threads_per_worker": (1, 1024),
 }
 
 
@@ -389,16 +387,7 @@ class IngestConfig:
         if not 0 < radius <= 60:
             raise _invalid("ingest.match_radius_arcsec", "in (0, 60] arcsec", radius)
         object.__setattr__(self, "match_radius_arcsec", radius)
-        _check_memory_limit(self.memory_limit)
-        address = self.scheduler_address
-        if address is not None and (
-            not isinstance(address, str) or not address.strip() or len(address.split()) != 1
-        ):
-            raise _invalid(
-                "ingest.scheduler_address",
-                "null or a scheduler address such as 'tcp://10.0.0.5:8786'",
-                address,
-            )
+        _check_cluster_fields("ingest", self)
         if not isinstance(self.retry_failed, bool):
             raise _invalid("ingest.retry_failed", "true or false", self.retry_failed)
         for name, cls in (("read", ReadConfig), ("grid", GridConfig), ("storage", StorageConfig)):
@@ -411,7 +400,157 @@ class IngestConfig:
         return self.scheduler_address or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
 
 
-def _check_memory_limit(value: Any) -> None:
+#: Integer keys of ``features`` and their ranges.
+_FEATURES_INT_RANGES = {
+    "max_signals": (1, 10),
+    "oversample": (1, 10),
+    "nperseg": (16, 65536),
+    "spectrogram_time": (1, 1024),
+    "spectrogram_freq": (2, 4096),
+    "global_bins": (11, 100001),
+    "local_bins": (11, 10001),
+    "min_points": (10, 10**7),
+}
+#: Real-valued keys of ``features`` and their open/closed ranges (low, high).
+_FEATURES_REAL_RANGES = {
+    "detrend_window_days": (0.05, 30.0),
+    "max_gap_days": (0.01, 100.0),
+    "clip_sigma": (1.0, 100.0),
+    "min_period_days": (0.1, 1000.0),
+    "max_period_days": (0.2, 10000.0),
+    "snr_threshold": (0.0, 1000.0),
+    "local_half_width_durations": (1.0, 50.0),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class FeaturesConfig:
+    """Everything a features run needs: the cube, the output, the science parameters.
+
+    Attributes
+    ----------
+    store : str
+        URL of the ingest cube (local path or ``s3://``).
+    out : str
+        URL of the features store to write (Zarr v3, local or ``s3://``).
+    stars : tuple of str
+        Only these stars (``"12"`` a star index, ``"kic:10666592"``, ``"tic:424865156"``,
+        ``"epic:201367065"``); empty: every star.
+    detrend_window_days : float
+        Width of the biweight detrending window (days).
+    max_gap_days : float
+        A longer gap starts a new segment (detrended and searched on its own).
+    clip_sigma : float
+        Upward outliers beyond this many robust sigmas are clipped.
+    min_period_days, max_period_days : float
+        Period range of the transit search (the upper end is also limited by the data:
+        at least two transits must fall in it).
+    max_signals : int
+        Most transit signals per star (search, mask, search again).
+    snr_threshold : float
+        Signals below this SNR are not reported.
+    oversample : int
+        Oversampling of the optimal (Ofir 2014) period grid.
+    nperseg : int
+        Grid steps per power-spectrum window (512 ≈ 10.5 d at Kepler long cadence).
+    spectrogram_time, spectrogram_freq : int
+        Shape of each star's spectrogram (windows × frequency bands).
+    global_bins, local_bins : int
+        Bins of the folded global and local views (AstroNet: 2001 and 201).
+    local_half_width_durations : float
+        The local view spans ± this many transit durations.
+    min_points : int
+        A star with fewer observed grid steps gets NaN features and a reason.
+    stellar : str
+        Source of stellar properties: ``"mast"`` (the TIC via astroquery, cached), ``"none"``,
+        or the URL of a catalogue table (Parquet/CSV with TIC-named columns, as the simulator
+        writes at ``catalog/tic.parquet``).
+    n_workers, threads_per_worker, memory_limit, scheduler_address
+        The cluster, as for ingest.
+
+    Raises
+    ------
+    ConfigError
+        For a value of the wrong type or out of range (the message names the key).
+    """
+
+    store: str = ""
+    out: str = ""
+    stars: tuple[str, ...] = ()
+    detrend_window_days: float = 0.75
+    max_gap_days: float = 0.5
+    clip_sigma: float = 3.0
+    min_period_days: float = 0.5
+    max_period_days: float = 500.0
+    max_signals: int = 3
+    snr_threshold: float = 7.1
+    oversample: int = 3
+    nperseg: int = 512
+    spectrogram_time: int = 32
+    spectrogram_freq: int = 64
+    global_bins: int = 2001
+    local_bins: int = 201
+    local_half_width_durations: float = 4.0
+    min_points: int = 100
+    stellar: str = "mast"
+    n_workers: int = 2
+    threads_per_worker: int = 1
+    memory_limit: str | int = "2GiB"
+    scheduler_address: str | None = None
+    storage: StorageConfig = dataclasses.field(default_factory=StorageConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("store", "out", "stellar"):
+            if not isinstance(getattr(self, name), str):
+                raise _invalid(f"features.{name}", "a URL or path (a string)", getattr(self, name))
+        stars = self.stars
+        if isinstance(stars, str | int):
+            stars = (stars,)
+        if not isinstance(stars, Sequence) or not all(
+            isinstance(s, str) or _integer(s) for s in stars
+        ):
+            raise _invalid(
+                "features.stars", "a list of star indices or IDs such as 'tic:424865156'", stars
+            )
+        object.__setattr__(self, "stars", tuple(str(s).strip() for s in stars))
+        for name, (low, high) in _FEATURES_INT_RANGES.items():
+            _check_int(f"features.{name}", getattr(self, name), low, high)
+        for name, (lower, upper) in _FEATURES_REAL_RANGES.items():
+            value = _check_real(f"features.{name}", getattr(self, name), "")
+            if not lower <= value <= upper:
+                raise _invalid(f"features.{name}", f"in [{lower}, {upper}]", getattr(self, name))
+            object.__setattr__(self, name, value)
+        if self.max_period_days <= self.min_period_days:
+            raise ConfigError(
+                f"features.max_period_days ({self.max_period_days}) must be above "
+                f"features.min_period_days ({self.min_period_days})"
+            )
+        if self.local_bins % 2 == 0 or self.global_bins % 2 == 0:
+            raise ConfigError(
+                "features.global_bins and features.local_bins must be odd (a centre bin at the "
+                f"transit), not {self.global_bins} and {self.local_bins}"
+            )
+        _check_cluster_fields("features", self)
+        if not isinstance(self.storage, StorageConfig):
+            raise _invalid("features.storage", "a StorageConfig", self.storage)
+
+    @property
+    def resolved_scheduler_address(self) -> str | None:
+        """Scheduler address from the config or ``DASK_SCHEDULER_ADDRESS`` (DaskJob sets it)."""
+        return self.scheduler_address or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
+
+    def science_parameters(self) -> dict[str, Any]:
+        """The parameters that decide the features' values (recorded in the store's attrs;
+        a run with different ones recomputes every star).
+        """
+        skip = {"store", "out", "stars", "n_workers", "threads_per_worker", "memory_limit"}
+        skip |= {"scheduler_address", "storage"}
+        return {
+            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip
+        }
+
+
+def _check_memory_limit(key: str, value: Any) -> None:
     expected = "a positive number of bytes, a size such as '2GiB', or 'auto'"
     if isinstance(value, str):
         if value.strip().lower() == "auto":
@@ -419,17 +558,35 @@ def _check_memory_limit(value: Any) -> None:
         try:
             size = parse_bytes(value)
         except (ValueError, TypeError):
-            raise _invalid("ingest.memory_limit", expected, value) from None
+            raise _invalid(key, expected, value) from None
     elif _integer(value):
         size = int(value)
     else:
-        raise _invalid("ingest.memory_limit", expected, value)
+        raise _invalid(key, expected, value)
     if size <= 0:
-        raise _invalid("ingest.memory_limit", expected, value)
+        raise _invalid(key, expected, value)
+
+
+def _check_cluster_fields(section: str, config: Any) -> None:
+    """Validate the cluster keys a stage shares (``n_workers``, ``threads_per_worker``,
+    ``memory_limit``, ``scheduler_address``).
+    """
+    for name in ("n_workers", "threads_per_worker"):
+        _check_int(f"{section}.{name}", getattr(config, name), 1, 1024)
+    _check_memory_limit(f"{section}.memory_limit", config.memory_limit)
+    address = config.scheduler_address
+    if address is not None and (
+        not isinstance(address, str) or not address.strip() or len(address.split()) != 1
+    ):
+        raise _invalid(
+            f"{section}.scheduler_address",
+            "null or a scheduler address such as 'tcp://10.0.0.5:8786'",
+            address,
+        )
 
 
 _T = TypeVar("_T")
-SECTIONS = ("read", "grid", "ingest", "storage")
+SECTIONS = ("read", "grid", "ingest", "features", "storage")
 
 
 def _suggest(word: str, choices: Any) -> str:
@@ -724,5 +881,43 @@ def load_ingest_config(
         store=store,
         read=_build(ReadConfig, "read", tree.get("read", {}), layers),
         grid=_build(GridConfig, "grid", tree.get("grid", {}), layers),
+        storage=_build(StorageConfig, "storage", tree.get("storage", {}), layers),
+    )
+
+
+def load_features_config(
+    store: str,
+    out: str,
+    config_file: str | os.PathLike[str] | None = None,
+    **overrides: Any,
+) -> FeaturesConfig:
+    """Build a validated :class:`FeaturesConfig` (as :func:`load_ingest_config` does).
+
+    Parameters
+    ----------
+    store, out : str
+        Cube and features store URLs.
+    config_file : path, optional
+        User YAML merged over the defaults.
+    **overrides
+        Values for ``features.*`` keys that win over everything (``None`` values are ignored).
+
+    Raises
+    ------
+    ConfigError
+        For a bad config file or value (the message names the key and where it was set).
+    """
+    layers = _layers(config_file)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if given:
+        layers.append(_Layer("overrides", "given on the command line", {"features": given}))
+    tree = _tree(layers)
+    return _build(
+        FeaturesConfig,
+        "features",
+        tree.get("features", {}),
+        layers,
+        store=store,
+        out=out,
         storage=_build(StorageConfig, "storage", tree.get("storage", {}), layers),
     )

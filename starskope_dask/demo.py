@@ -2,8 +2,10 @@
 
 Starts a real S3 server on 127.0.0.1 (moto), writes a simulated archive into its public
 ``stpubdata`` bucket under the real key layout, discovers the products by listing the
-bucket, ingests them with a LocalCluster of worker processes into a local Zarr cube, and
-plots a few stars seen by more than one mission.
+bucket, ingests them with a LocalCluster of worker processes into a local Zarr cube,
+computes every star's features (transit search, spectra, folded views, stellar properties from
+the simulator's catalogue) into a features store, and plots a few stars seen by more than one
+mission and one page for each of its strongest transit signals.
 """
 
 from __future__ import annotations
@@ -14,11 +16,16 @@ import os
 from pathlib import Path
 from typing import Any
 
-from starskope_dask.config import load_ingest_config
+import numpy as np
+
+from starskope_dask.config import load_features_config, load_ingest_config
 from starskope_dask.discover import list_archive, write_manifest
+from starskope_dask.features.pipeline import open_features
+from starskope_dask.features.pipeline import run as run_features
+from starskope_dask.features.stellar import default_catalog_url
 from starskope_dask.fetch import writable_folder
 from starskope_dask.pipeline import run
-from starskope_dask.plots import plot_cube_stars
+from starskope_dask.plots import plot_cube_stars, plot_star_page
 from starskope_dask.s3server import local_s3_server
 from starskope_dask.simulate import SimulationConfig, simulate_archive
 from starskope_dask.store import open_cube
@@ -72,7 +79,14 @@ def run_demo(
     out_dir = Path(out)
     manifest = out_dir / "manifest.parquet"
     store = out_dir / "cube.zarr"
+    features_store = out_dir / "features.zarr"
     config = load_ingest_config(str(manifest), str(store), n_workers=n_workers, star_chunk=8)
+    features_config = load_features_config(
+        str(store),
+        str(features_store),
+        n_workers=n_workers,
+        stellar=default_catalog_url("s3://stpubdata"),
+    )
     prepare_output(out_dir)
     with local_s3_server("stpubdata") as s3:
         logger.info("simulating %d stars into s3://stpubdata at %s", n_stars, s3.endpoint_url)
@@ -87,6 +101,8 @@ def run_demo(
         write_manifest(frame, str(manifest))
         logger.info("discovered %d products", len(frame))
         summary = run(config)
+        # inside the server's lifetime: the stellar catalogue is in the simulated archive
+        features_summary = run_features(features_config) if summary.n_stored else None
     cube = open_cube(str(store))
     multi = [
         int(s)
@@ -106,10 +122,28 @@ def run_demo(
         )
     else:
         logger.warning("no star was stored, so nothing to plot; see `starskope status %s`", store)
-    (out_dir / "summary.json").write_text(json.dumps(summary.as_dict(), indent=1))
+    pages: list[str] = []
+    if features_summary is not None:
+        features = open_features(str(features_store))
+        snr = np.nan_to_num(features["snr"].values[:, 0], nan=-1.0)
+        for row in np.argsort(-snr)[: min(3, int((snr > 0).sum()))]:
+            path = out_dir / f"star-{int(row):06d}.png"
+            pages.append(str(plot_star_page(features, int(row), path)))
+    (out_dir / "summary.json").write_text(
+        json.dumps(
+            {
+                "ingest": summary.as_dict(),
+                "features": features_summary.as_dict() if features_summary else None,
+            },
+            indent=1,
+        )
+    )
     return {
         "summary": summary.as_dict(),
+        "features_summary": features_summary.as_dict() if features_summary else None,
         "manifest": str(manifest),
         "store": str(store),
+        "features": str(features_store) if features_summary else "",
         "plot": plot,
+        "pages": pages,
     }

@@ -93,3 +93,33 @@ class NotAStoreError(StoreError, FileExistsError):
 
 class SimulationError(StarskopeError, ValueError):
     """Simulation parameters are invalid."""
+
+
+class CatalogError(StarskopeError, ValueError):
+    """A stellar catalogue table cannot be used: unreadable, or without ID or property columns.
+
+    Parameters
+    ----------
+    url : str
+        The catalogue.
+    problem : str
+        What is wrong with it.
+    hint : str, optional
+        What the user can do about it.
+    """
+
+    def __init__(self, url: str, problem: str, hint: str = "") -> None:
+        self.url = url
+        self.problem = problem
+        self.hint = hint
+        message = f"stellar catalogue {url}: {problem}"
+        if hint:
+            message += f" ({hint})"
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[type[CatalogError], tuple[str, str, str]]:
+        return (type(self), (self.url, self.problem, self.hint))
+
+
+class CatalogNotFoundError(CatalogError, FileNotFoundError):
+    """There is no catalogue table at the URL."""

@@ -4,7 +4,8 @@ Every answer is cached on disk as JSON (one file per call, named by a hash of th
 a rerun replays it and an ``offline`` run needs no network at all. The network side is a
 small :class:`MastBackend` protocol; :class:`AstroqueryBackend` implements it with
 astroquery (``Observations.query_criteria``, ``Observations.get_product_list``,
-``Mast.resolve_object``, ``mast_relative_path``, ``NasaExoplanetArchive``). Tests and
+``Mast.resolve_object``, ``mast_relative_path``, ``NasaExoplanetArchive``, and
+``Catalogs.query_criteria`` / ``Catalogs.query_region`` on the TESS Input Catalog). Tests and
 benchmarks replay recorded answers through the same cache, or plug in their own backend.
 
 Calls are retried with exponential backoff (MAST answers 503 and times out under load), and
@@ -23,6 +24,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
+
+import numpy as np
 
 from starskope_dask.errors import ArchiveError, TargetNotFoundError
 
@@ -54,6 +57,28 @@ PRODUCT_COLUMNS = (
     "size",
     "parent_obsid",
 )
+#: Columns kept from the TESS Input Catalog (TIC v8.2, MAST ``Catalogs`` ``catalog="TIC"``):
+#: the TIC ID, the KIC cross-ID, position, stellar properties and the quality flags. The TIC
+#: holds no EPIC column (K2 stars are found by position). ``dstArcSec`` comes with cones only.
+TIC_COLUMNS = (
+    "ID",
+    "KIC",
+    "ra",
+    "dec",
+    "Tmag",
+    "Teff",
+    "logg",
+    "rad",
+    "mass",
+    "rho",
+    "contratio",
+    "objType",
+    "disposition",
+    "duplicate_id",
+    "dstArcSec",
+)
+#: TIC columns that ``Catalogs.query_criteria`` can be asked for a list of IDs of.
+TIC_ID_COLUMNS = ("ID", "KIC")
 # Confirmed-planet host tables of the NASA Exoplanet Archive, per mission: table, the
 # column holding the catalogue ID, and the TAP select / where clauses.
 PLANET_HOST_TABLES = {
@@ -130,10 +155,24 @@ class MastBackend(Protocol):
         """Confirmed planet hosts of a mission (NASA Exoplanet Archive)."""
         ...
 
+    def tic_rows(self, column: str, ids: Sequence[int]) -> list[dict[str, Any]]:
+        """TIC rows whose ``column`` (``ID`` or ``KIC``) is one of ``ids``
+        (``Catalogs.query_criteria(catalog="TIC", ...)``), :data:`TIC_COLUMNS` only.
+        """
+        ...
+
+    def tic_cone(self, ra: float, dec: float, radius_arcsec: float) -> list[dict[str, Any]]:
+        """TIC rows within ``radius_arcsec`` of ``(ra, dec)`` in degrees
+        (``Catalogs.query_region(catalog="TIC")``), :data:`TIC_COLUMNS` only.
+        """
+        ...
+
 
 def _plain(value: Any) -> Any:
     """A JSON-ready Python value from an astropy table cell (masked → None)."""
-    if value is None or getattr(value, "mask", False) is True:
+    # A masked cell is numpy's MaskedConstant, whose ``mask`` is a 0-d array (not ``True``):
+    # its ``item()`` would be 0, a false value.
+    if value is None or np.ma.is_masked(value):
         return None
     if hasattr(value, "item"):
         value = value.item()
@@ -188,6 +227,24 @@ class AstroqueryBackend:
             kwargs["where"] = where
         result = NasaExoplanetArchive.query_criteria(**kwargs)
         return _records(result, select.split(","))
+
+    def tic_rows(self, column: str, ids: Sequence[int]) -> list[dict[str, Any]]:
+        """See :meth:`MastBackend.tic_rows`."""
+        from astroquery.mast import Catalogs
+
+        # Both are discrete (string) columns of the TIC: a list of values is an OR filter.
+        criteria = {column: [str(int(i)) for i in ids]}
+        return _records(Catalogs.query_criteria(catalog="TIC", **criteria), TIC_COLUMNS)
+
+    def tic_cone(self, ra: float, dec: float, radius_arcsec: float) -> list[dict[str, Any]]:
+        """See :meth:`MastBackend.tic_cone`."""
+        import astropy.units as u
+        from astropy.coordinates import SkyCoord
+        from astroquery.mast import Catalogs
+
+        centre = SkyCoord(ra, dec, unit="deg", frame="icrs")
+        table = Catalogs.query_region(centre, radius=radius_arcsec * u.arcsec, catalog="TIC")
+        return _records(table, TIC_COLUMNS)
 
 
 class MastClient:
@@ -319,4 +376,40 @@ class MastClient:
             mission,
             f"{mission} planet hosts",
             lambda: self.backend.planet_hosts(mission),
+        )
+
+    def tic_rows(self, column: str, ids: Sequence[int], what: str) -> list[dict[str, Any]]:
+        """TIC rows whose ``column`` (``ID`` or ``KIC``) is one of ``ids`` (cached).
+
+        The IDs are de-duplicated and sorted, so the same set is one cache entry.
+
+        Raises
+        ------
+        ValueError
+            For a ``column`` not in :data:`TIC_ID_COLUMNS`.
+        ArchiveError
+            If MAST fails (after the retries), or the call is not cached and running offline.
+        """
+        if column not in TIC_ID_COLUMNS:
+            raise ValueError(
+                f"TIC rows are looked up by {' or '.join(TIC_ID_COLUMNS)}, not {column}"
+            )
+        values = sorted({int(i) for i in ids})
+        return self._call(
+            "tic",
+            {"column": column, "ids": values},
+            what,
+            lambda: self.backend.tic_rows(column, values),
+        )
+
+    def tic_cone(
+        self, ra: float, dec: float, radius_arcsec: float, what: str
+    ) -> list[dict[str, Any]]:
+        """TIC rows within ``radius_arcsec`` of ``(ra, dec)`` (cached; position to 1e-6 deg)."""
+        centre = [round(float(ra), 6), round(float(dec), 6), float(radius_arcsec)]
+        return self._call(
+            "tic_cone",
+            centre,
+            what,
+            lambda: self.backend.tic_cone(centre[0], centre[1], centre[2]),
         )

@@ -8,7 +8,9 @@ under the real key layout (``kepler/public/lightcurves/...``, ``k2/public/lightc
 ``tess/public/tid/...``). Light curves carry photon and red noise set by magnitude, spots or
 pulsation, per-segment systematics, the missions' gaps and flagged cadences, occasional NaNs,
 and limb-darkened transits from ``batman`` or eclipsing binaries (the look-alike false
-positives). The truth table lands at ``truth/stars.parquet`` and ``truth/products.parquet``.
+positives). The truth table lands at ``truth/stars.parquet`` and ``truth/products.parquet``,
+and the matching stellar catalogue (TIC-named columns: ``ID``, ``KIC``, ``EPIC``, ``ra``, ``dec``,
+``Tmag``, ``Teff``, ``logg``, ``rad``, ``mass``, ``rho``, ``contratio``) at ``catalog/tic.parquet``.
 
 Every star draws from its own generator seeded by ``(seed, star index)``, so the output is
 byte-identical for a seed whatever the number of processes, and memory stays flat in N
@@ -53,6 +55,12 @@ KEPLER_BJDREF = 2454833.0
 TESS_BJDREF = 2457000.0
 LONG_CADENCE = 0.02043359821692
 TESS_2MIN = 2.0 / 1440.0
+#: Where the simulated archive's stellar catalogue lies, relative to its root.
+CATALOG_KEY = "catalog/tic.parquet"
+#: Mean solar density (g/cm^3): the TIC gives ``rho`` in solar units.
+RHO_SUN = 1.408
+#: log10 of the Sun's surface gravity (cgs).
+LOGG_SUN = 4.438
 
 # Kepler quarters: (file timestamp, BJD_TDB start, BJD_TDB stop), from the real products.
 KEPLER_QUARTERS: dict[int, tuple[str, float, float]] = {
@@ -274,6 +282,11 @@ def _contiguous(rng: np.random.Generator, choices: Sequence[int], most: int) -> 
 
 def make_star(config: SimulationConfig, index: int) -> SimStar:
     """Draw star ``index`` of the sky (pure: depends only on the config and the index)."""
+    return _draw_star(config, index)[0]
+
+
+def _draw_star(config: SimulationConfig, index: int) -> tuple[SimStar, float]:
+    """Star ``index`` and the mean density (g/cm^3) that set its ``a_over_rs``."""
     rng = _star_rng(config.seed, index)
     home = config.missions[index % len(config.missions)]
     quarters: tuple[int, ...] = ()
@@ -329,7 +342,7 @@ def make_star(config: SimulationConfig, index: int) -> SimStar:
         if rp > 0
         else 0.0
     )
-    return SimStar(
+    star = SimStar(
         index=index,
         home=home,
         ra=ra,
@@ -354,6 +367,54 @@ def make_star(config: SimulationConfig, index: int) -> SimStar:
         k2_campaigns=campaigns,
         tess_sectors=sectors,
     )
+    return star, rho_star
+
+
+def catalog_row(config: SimulationConfig, index: int) -> dict[str, Any]:
+    """The TIC-like catalogue row of star ``index`` (pure, seeded per star).
+
+    The density is the one the simulator used for the star's ``a_over_rs`` (so transit
+    durations agree with it); mass is drawn, radius follows from mass and density, log g from
+    both, Teff from a rough main-sequence mass relation with scatter, ``Tmag`` is the
+    magnitude the light curves' noise was set by, ``contratio`` small (the simulated flux is
+    not diluted; ``CROWDSAP`` is 0.99). Every star gets a TIC ``ID``, as in the real TIC (which
+    covers the whole sky): the star's own when TESS observed it, else the one the simulator
+    would give it; ``KIC`` and ``EPIC`` (not a TIC column; null when none) are the truth's.
+    Values come from a generator of their own, so the light curves are unchanged.
+    """
+    star, rho_star = _draw_star(config, index)
+    rng = np.random.default_rng([config.seed, index, 0x544943])
+    rho = rho_star / RHO_SUN
+    mass = float(rng.uniform(0.6, 1.4))
+    radius = (mass / rho) ** (1 / 3)
+    teff = 5772.0 * mass**0.6 * (1 + 0.02 * float(rng.standard_normal()))
+    return {
+        "ID": star.tic if star.tic is not None else 10_000_000 + index * 7919,
+        "KIC": star.kic,
+        "EPIC": star.epic,
+        "ra": star.ra,
+        "dec": star.dec,
+        "Tmag": round(star.mag, 3),
+        "Teff": round(teff),
+        "logg": round(LOGG_SUN + math.log10(mass) - 2 * math.log10(radius), 4),
+        "rad": round(radius, 5),
+        "mass": round(mass, 4),
+        "rho": round(rho, 5),
+        "contratio": round(float(rng.uniform(0.0, 0.02)), 5),
+        "objType": "STAR",
+    }
+
+
+def _catalog_table(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """The catalogue's rows as a table; ``KIC`` and ``EPIC`` nullable int64, ``Teff`` float."""
+    table = pd.DataFrame(list(rows))
+    if table.empty:
+        return table
+    table["ID"] = table["ID"].astype("int64")
+    for column in ("KIC", "EPIC"):
+        table[column] = table[column].astype("Int64")
+    table["Teff"] = table["Teff"].astype("float64")
+    return table
 
 
 # --------------------------------------------------------------------- light curves
@@ -753,7 +814,7 @@ def product_key(star: SimStar, segment: Segment) -> str:
 
 def _write_star(
     args: tuple[SimulationConfig, int, str, Mapping[str, Any] | None],
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
     config, index, out_url, storage_options = args
     star = make_star(config, index)
     products = []
@@ -791,7 +852,7 @@ def _write_star(
     truth["expected_snr"] = expected_snr(star, config)
     for key in ("kepler_quarters", "k2_campaigns", "tess_sectors"):
         truth[key] = ",".join(str(v) for v in truth[key])
-    return truth, products
+    return truth, products, catalog_row(config, index)
 
 
 def expected_snr(star: SimStar, config: SimulationConfig) -> float:
@@ -817,6 +878,7 @@ class SimulationResult:
     n_bytes: int
     truth_url: str
     products_url: str
+    catalog_url: str = ""
 
 
 def _iter_results(
@@ -824,7 +886,7 @@ def _iter_results(
     out_url: str,
     storage_options: Mapping[str, Any] | None,
     processes: int,
-) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
+) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]]:
     jobs = ((config, i, out_url, storage_options) for i in range(config.n_stars))
     if processes <= 1:
         yield from map(_write_star, jobs)
@@ -841,7 +903,7 @@ def simulate_archive(
     processes: int = 1,
     progress: bool = False,
 ) -> SimulationResult:
-    """Write a simulated archive and its truth tables.
+    """Write a simulated archive, its truth tables and its stellar catalogue.
 
     Parameters
     ----------
@@ -859,6 +921,8 @@ def simulate_archive(
     Returns
     -------
     SimulationResult
+        What was written: the truth tables (``truth/``) and the stellar catalogue
+        (``catalog/tic.parquet``, see :func:`catalog_row`) beside the products.
 
     Raises
     ------
@@ -872,20 +936,27 @@ def simulate_archive(
     check_simulation_output(out_url, storage_options)
     truths: list[dict[str, Any]] = []
     products: list[dict[str, Any]] = []
+    catalog: list[dict[str, Any]] = []
     truth_url = f"{out_url.rstrip('/')}/truth/stars.parquet"
     products_url = f"{out_url.rstrip('/')}/truth/products.parquet"
+    catalog_url = f"{out_url.rstrip('/')}/{CATALOG_KEY}"
     try:
         results = _iter_results(config, out_url, storage_options, processes)
         if progress:
             from tqdm import tqdm
 
             results = tqdm(results, total=config.n_stars, unit="star", desc="simulate")
-        for truth, rows in results:
+        for truth, rows, star_row in results:
             truths.append(truth)
             products.extend(rows)
+            catalog.append(star_row)
         truth_table = pd.DataFrame(truths)
         product_table = pd.DataFrame(products)
-        for table, url in ((truth_table, truth_url), (product_table, products_url)):
+        for table, url in (
+            (truth_table, truth_url),
+            (product_table, products_url),
+            (_catalog_table(catalog), catalog_url),
+        ):
             buffer = io.BytesIO()
             table.to_parquet(buffer, index=False)
             protocol = url_protocol(url)
@@ -907,7 +978,7 @@ def simulate_archive(
         n_bytes / 1e6,
     )
     return SimulationResult(
-        out_url, config.n_stars, len(product_table), n_bytes, truth_url, products_url
+        out_url, config.n_stars, len(product_table), n_bytes, truth_url, products_url, catalog_url
     )
 
 

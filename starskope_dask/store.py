@@ -58,6 +58,7 @@ SCHEMA_VERSION = 1
 LOCK_STALE_SECONDS = 120.0
 STORE_MARKER = "store.json"
 STORE_FORMAT = "starskope-cube"
+FEATURES_FORMAT = "starskope-features"
 #: The cube's own top-level keys: the only ones outside ``_starskope/`` starskope ever removes.
 CUBE_KEYS = (
     "zarr.json",
@@ -382,11 +383,16 @@ def _entries(fs: Any, root: str) -> list[str]:
     )
 
 
-def claim_store(store: str, storage_options: Mapping[str, Any] | None = None) -> bool:
-    """Check that ``store`` is a starskope store or an empty target, and mark it as one.
+def claim_store(
+    store: str,
+    storage_options: Mapping[str, Any] | None = None,
+    store_format: str = STORE_FORMAT,
+) -> bool:
+    """Check that ``store`` is a starskope store of ``store_format`` (the cube, or a features
+    store: :data:`FEATURES_FORMAT`) or an empty target, and mark it as one.
 
-    Returns whether it already was a starskope store. Nothing is written to, or removed
-    from, a target that holds anything else.
+    Returns whether it already was such a store. Nothing is written to, or removed from, a
+    target that holds anything else (another kind of starskope store included).
 
     Raises
     ------
@@ -397,6 +403,7 @@ def claim_store(store: str, storage_options: Mapping[str, Any] | None = None) ->
         If it cannot be listed or written.
     """
     marker_url = _join(store, STATE_DIR, STORE_MARKER)
+    what = "cube" if store_format == STORE_FORMAT else "features store"
     if (
         url_protocol(store) == "file"
         and local_path(store).exists()
@@ -404,14 +411,21 @@ def claim_store(store: str, storage_options: Mapping[str, Any] | None = None) ->
     ):
         raise NotAStoreError(
             f"store {store} is a file, not a folder; nothing was written: give a new "
-            "folder for the cube (e.g. cube.zarr)"
+            f"folder for the {what} (e.g. {what.split()[0]}.zarr)"
         )
     marker = read_json(marker_url, storage_options)
     if marker is not None:
-        if not isinstance(marker, dict) or marker.get("format") != STORE_FORMAT:
+        found = marker.get("format") if isinstance(marker, dict) else None
+        if found in (STORE_FORMAT, FEATURES_FORMAT) and found != store_format:
+            other = "a cube" if found == STORE_FORMAT else "a features store"
+            raise NotAStoreError(
+                f"{store} is {other}, not a {what}; nothing was written: give a new, empty "
+                f"location for the {what}"
+            )
+        if found != store_format:
             raise NotAStoreError(
                 f"{marker_url} was not written by starskope; refusing to touch {store}: "
-                "use a new, empty location for the cube"
+                f"use a new, empty location for the {what}"
             )
         return True
     with store_io(store, "list"):
@@ -419,7 +433,8 @@ def claim_store(store: str, storage_options: Mapping[str, Any] | None = None) ->
         entries = _entries(fs, root)
         # a store made before store.json existed: only the cube's keys and our state
         legacy = (
-            STATE_DIR in entries
+            store_format == STORE_FORMAT
+            and STATE_DIR in entries
             and set(entries) <= {STATE_DIR, *CUBE_KEYS}
             and not {"products.parquet", "stars.parquet", "lock.json", "staged"}.isdisjoint(
                 _entries(fs, _join(root, STATE_DIR))
@@ -430,9 +445,9 @@ def claim_store(store: str, storage_options: Mapping[str, Any] | None = None) ->
         raise NotAStoreError(
             f"store {store} is not empty and is not a starskope store ({len(entries)} entries: "
             f"{shown}); nothing was written or deleted. Give a new or empty location for the "
-            f"cube, e.g. {store.rstrip('/')}/cube.zarr"
+            f"{what}, e.g. {store.rstrip('/')}/{'cube' if what == 'cube' else 'features'}.zarr"
         )
-    record = {"format": STORE_FORMAT, "schema_version": SCHEMA_VERSION, "created": time.time()}
+    record = {"format": store_format, "schema_version": SCHEMA_VERSION, "created": time.time()}
     write_bytes(marker_url, json.dumps(record).encode(), storage_options)
     return legacy
 
