@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import inspect
 import json
 import logging
 import math
@@ -72,22 +73,32 @@ MB = 1e6
 LK_DURATIONS = (0.05, 0.10, 0.15, 0.20, 0.25, 0.33)
 LK_FREQUENCY_FACTOR = 10.0
 LK_MAX_GRID = 1e7  # lightkurve raises ValueError above this many periods
-#: Functions ``compute.star_features`` calls, by stage (timed where they are looked up).
-STAGES: dict[str, tuple[tuple[Any, str], ...]] = {
-    "detrend": ((detrend, "detrend"),),
-    "search": ((search, "search_transits"), (vetting, "sinusoid_to_box_ratio")),
-    "box fit": ((search, "box_fit"), (search, "transit_mask")),
-    "views": (
-        (views, "global_view"),
-        (views, "local_view"),
-        (views, "odd_even_views"),
-        (views, "odd_even_depths"),
-        (views, "secondary_eclipse_depth"),
-    ),
-    "single transits": ((search, "find_single_transits"), (search, "single_transit_periods")),
-    "spectrum": ((spectrum, "power_spectrum"), (spectrum, "spectrogram")),
-    "variability": ((variability, "variability"),),
+#: Stage of each module whose public functions ``compute.star_features`` calls; a few
+#: ``search`` functions have stages of their own (see :data:`STAGE_OF`).
+MODULE_STAGES = (
+    (detrend, "detrend"),
+    (search, "search"),
+    (vetting, "vetting"),
+    (views, "views"),
+    (spectrum, "spectrum"),
+    (variability, "variability"),
+)
+STAGE_OF = {
+    "box_fit": "box fit",
+    "transit_mask": "box fit",
+    "find_single_transits": "single transits",
+    "single_transit_periods": "single transits",
 }
+STAGES = (
+    "detrend",
+    "search",
+    "vetting",
+    "box fit",
+    "views",
+    "single transits",
+    "spectrum",
+    "variability",
+)
 
 
 # ------------------------------------------------------------------------ measurement
@@ -119,7 +130,7 @@ def peak_rss(pids: list[int]) -> Iterator[dict[int, float]]:
 
 @contextlib.contextmanager
 def stage_timers() -> Iterator[dict[str, float]]:
-    """Wrap the functions of :data:`STAGES` in timers (outermost call only).
+    """Wrap the public functions of the feature modules in timers (outermost call only).
 
     Yields the seconds per stage, accumulated until the block ends (then the originals are back).
     """
@@ -142,11 +153,14 @@ def stage_timers() -> Iterator[dict[str, float]]:
 
         return wrapper
 
-    for stage, functions in STAGES.items():
-        for module, name in functions:
-            original = getattr(module, name)
+    for module, module_stage in MODULE_STAGES:
+        for name, original in vars(module).copy().items():
+            if name.startswith("_") or not inspect.isfunction(original):
+                continue
+            if original.__module__ != module.__name__:
+                continue
             saved.append((module, name, original))
-            setattr(module, name, timed(stage, original))
+            setattr(module, name, timed(STAGE_OF.get(name, module_stage), original))
     try:
         yield seconds
     finally:
@@ -165,6 +179,8 @@ def run_pipeline(
     Returns the archive, the cube, the simulate/ingest timings and one result per count.
     """
     archive = workdir / "archive"
+    for old in (archive, workdir / "cube.zarr", *workdir.glob("features-*.zarr")):
+        shutil.rmtree(old, ignore_errors=True)  # this job's own outputs of an earlier run
     start = time.perf_counter()
     simulate_archive(
         str(archive),
@@ -176,7 +192,9 @@ def run_pipeline(
     frame = list_archive(str(archive))
     write_manifest(frame, manifest)
     cube = str(workdir / "cube.zarr")
-    ingest_config = load_ingest_config(manifest, cube, n_workers=max(workers))
+    ingest_config = load_ingest_config(
+        manifest, cube, n_workers=max(workers), star_chunk=args.star_chunk
+    )
     with make_client(ingest_config) as client, client.cluster:
         start = time.perf_counter()
         summary = ingest(ingest_config, client, progress=False)
@@ -404,8 +422,16 @@ def main() -> None:
         default=20_000,
         help="periods timed where the default grid is larger (extrapolated)",
     )
+    parser.add_argument(
+        "--star-chunk",
+        type=int,
+        default=64,
+        help="cube star chunk = one features task (the default is ingest's)",
+    )
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--workdir", help="keep the archive, cube and features here")
+    parser.add_argument(
+        "--workdir", help="keep the archive, cube and features here (replaced on each run)"
+    )
     parser.add_argument("--json-out")
     args = parser.parse_args()
     workers = sorted({int(w) for w in args.workers.split(",")})

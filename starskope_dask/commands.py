@@ -295,7 +295,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
     options = store_options_for(load_storage_config(config_file=args.config))
     features = open_features(args.features, options)
-    table = features[["star", "kic", "epic", "tic"]].to_dataframe().reset_index(drop=True)
+    import pandas as pd
+
+    table = pd.DataFrame({name: features[name].values for name in ("star", "kic", "epic", "tic")})
     rows = select_stars(table, [s for item in args.star for s in item.split(",") if s.strip()])
     written = []
     for row in rows:

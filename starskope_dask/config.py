@@ -419,6 +419,7 @@ _FEATURES_REAL_RANGES = {
     "min_period_days": (0.1, 1000.0),
     "max_period_days": (0.2, 10000.0),
     "snr_threshold": (0.0, 1000.0),
+    "sde_threshold": (0.0, 1000.0),
     "local_half_width_durations": (1.0, 50.0),
 }
 
@@ -449,6 +450,9 @@ class FeaturesConfig:
         Most transit signals per star (search, mask, search again).
     snr_threshold : float
         Signals below this SNR are not reported.
+    sde_threshold : float
+        Nor those whose periodogram peak stands out less than this (signal detection
+        efficiency): red noise and systematics make peaks of high SNR but low SDE.
     oversample : int
         Oversampling of the optimal (Ofir 2014) period grid.
     nperseg : int
@@ -484,6 +488,7 @@ class FeaturesConfig:
     max_period_days: float = 500.0
     max_signals: int = 3
     snr_threshold: float = 7.1
+    sde_threshold: float = 5.0
     oversample: int = 3
     nperseg: int = 512
     spectrogram_time: int = 32

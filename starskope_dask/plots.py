@@ -224,6 +224,7 @@ def plot_star_page(
             aspect="auto",
             origin="lower",
             cmap="viridis",
+            interpolation="nearest",
             extent=(0, spec.shape[0], 0, spec.shape[1]),
         )
         ticks = np.linspace(0, spec.shape[1] - 1, 5).astype(int)

@@ -136,22 +136,26 @@ def test_hat_p_7_combined_kepler_and_tess(real_features: xr.Dataset, real_data: 
     t0 = float(real_features["t0"].values[row, 0])
     assert abs(period - HAT_P_7_PERIOD) / HAT_P_7_PERIOD < 1e-4, period
     assert int(real_features["missions_used"].values[row, 0]) == 1 | 4  # Kepler and TESS
-    # the predicted TESS transits fall within 10 minutes of the observed ones: fit each
-    # observed TESS transit's mid-time (a box scan over ±30 min) and compare
+    # the predicted TESS transits fall within 10 minutes of the observed ones: the offset of
+    # each sector's transits (a box scan over ±30 min of the stacked transits), and of each
+    # transit on its own
     for name in HAT_P_7_TESS:
         lc = read_light_curve(str(real_data / name)).good_only()
         time, flux = lc.time, lc.flux / np.nanmedian(lc.flux)
         n = np.round((time - t0) / period)
         predicted = np.unique(t0 + n * period)
         predicted = predicted[(predicted > time[0] + 0.2) & (predicted < time[-1] - 0.2)]
+        shifts = np.linspace(-30, 30, 121) / 1440
+        half = 0.06  # inner part of the 4-hour transit
+        phase = (time - t0 + 0.5 * period) % period - 0.5 * period
+        stacked = [np.nanmean(flux[np.abs(phase - s) < half]) for s in shifts]
+        assert abs(shifts[int(np.argmin(stacked))] * 1440) < 10
         offsets = []
         for mid in predicted:
-            shifts = np.linspace(-30, 30, 121) / 1440
-            half = 0.06  # inner part of the 4-hour transit
             depth = [np.nanmean(flux[np.abs(time - mid - s) < half]) for s in shifts]
             if np.isfinite(depth).all():
                 offsets.append(shifts[int(np.argmin(depth))] * 1440)
-        assert len(offsets) >= 10
+        assert len(offsets) >= 6
         assert np.median(np.abs(offsets)) < 10, offsets
 
 
@@ -326,3 +330,31 @@ def test_cli_features_and_plot(
     code, _, err = _cli(capsys, "features", store, "--out", str(foreign), "--scheduler", address)
     assert code == 3 and "NotAStoreError" in err
     assert (foreign / "a.txt").read_text() == "mine"
+
+
+def test_new_products_recompute_only_their_chunks(
+    sim_archive: Path, client: object, tmp_path: Path
+) -> None:
+    from starskope_dask.store import read_chunk_records
+
+    full = list_archive(str(sim_archive))
+    tess = full["mission"] == "TESS"
+    first = full[~tess | (full.index % 2 == 0)]
+    m1, m2 = str(tmp_path / "m1.parquet"), str(tmp_path / "m2.parquet")
+    write_manifest(first, m1)
+    write_manifest(full, m2)
+    store, out = str(tmp_path / "cube.zarr"), str(tmp_path / "features.zarr")
+    ingest(load_ingest_config(m1, store, star_chunk=4), client, progress=False)
+    config = load_features_config(store, out, stellar="none")
+    one = run_with_client(config, client, progress=False)
+    before = read_chunk_records(store)
+    ingest(load_ingest_config(m2, store, star_chunk=4), client, progress=False)
+    after = read_chunk_records(store)
+    changed = {c for c in after if after[c]["products"] != before.get(c, {}).get("products")}
+    assert 0 < len(changed) < len(after)
+    two = run_with_client(config, client, progress=False)
+    assert two.n_chunks_computed == len(changed)
+    assert two.n_chunks_skipped == len(after) - len(changed)
+    records = read_chunk_records(out)
+    for chunk in changed:
+        assert records[chunk]["products"] == after[chunk]["products"]

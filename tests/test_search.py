@@ -156,7 +156,7 @@ def test_coarse_search_labels_its_folds_with_the_right_period(period):
     w = np.ones(data.size)
     settings = search._SearchSettings(period / 1.3, period * 1.3, 3.0, 1.0, 1.0, (0.5, 2.5), 3)
     candidates, n_boxes = search._coarse_search(
-        data.time, w * data.y / 1e-4, w, data.cadence, settings, search._Timer()
+        data.time, w * data.y / 1e-4, w, data.cadence, settings, search._Timer(), 3
     )
     best = candidates[0]
     assert abs(best.period - period) <= 2 * best.step
@@ -246,15 +246,22 @@ def test_pure_noise_gives_no_signal():
     assert max(best) < 7.1
 
 
-def test_two_planets_strongest_first_not_aliases():
+@pytest.mark.parametrize(
+    ("p1", "snr1", "p2", "snr2", "searches"),
+    [
+        (5.718, 25.0, 17.93, 12.0, 2),  # a transit of the first is strong: search again
+        (9.107, 14.0, 21.31, 11.0, 1),  # both weak per transit: the first search is reused
+    ],
+)
+def test_two_planets_strongest_first_not_aliases(p1, snr1, p2, snr2, searches):
     rng = np.random.default_rng(11)
     t, f = kepler_like(rng)
-    p1, p2 = 5.718, 17.93
     t1, t2 = KEPLER_START + 1.3, KEPLER_START + 6.1
     d1, d2 = 0.13, 0.19
-    f -= box_dip(t, p1, t1, d1, depth_for_snr(t, p1, t1, d1, 1e-4, 25.0))
-    f -= box_dip(t, p2, t2, d2, depth_for_snr(t, p2, t2, d2, 1e-4, 12.0))
-    signals = search.search_transits(t, f, None, 0, max_signals=3)
+    f -= box_dip(t, p1, t1, d1, depth_for_snr(t, p1, t1, d1, 1e-4, snr1))
+    f -= box_dip(t, p2, t2, d2, depth_for_snr(t, p2, t2, d2, 1e-4, snr2))
+    result = search.run_transit_search(t, f, None, 0, max_signals=3)
+    signals = result.signals
     assert len(signals) >= 2
     assert signals[0].period == pytest.approx(p1, rel=1e-3)
     assert signals[1].period == pytest.approx(p2, rel=1e-3)
@@ -263,6 +270,8 @@ def test_two_planets_strongest_first_not_aliases():
     assert phase_offset(signals[1].t0, t2, p2) < 0.3 * d2
     # a third, if any, is weak
     assert all(s.snr < 9 for s in signals[2:])
+    one_search = search.run_transit_search(t, f, None, 0, max_signals=1).n_boxes
+    assert result.n_boxes == searches * one_search
 
 
 def test_input_validation_and_determinism():

@@ -85,17 +85,36 @@ def analyse_star(series: StarSeries, config: FeaturesConfig) -> StarAnalysis:
         tests = [
             vetting.sinusoid_test(time, flux, noise, s.period, s.t0, s.duration) for s in found
         ]
-        signals = tuple(s for s, test in zip(found, tests, strict=True) if not test.is_variability)
-        variable = [test.frequency for test in tests if test.is_variability]
-        if not variable:
-            break
-        # a pulsation or rotation posing as transits: remove it and search again
+        signals = tuple(
+            s
+            for s, test in zip(found, tests, strict=True)
+            if not test.is_variability and not s.sde < config.sde_threshold
+        )
+        # a pulsation or rotation posing as transits: remove it and search again; never a
+        # harmonic of a transit kept (an eclipse's phase curve, a secondary eclipse): that
+        # sinusoid would eat the transit
         resolution = 0.5 / max(series.baseline_days, 1.0)
-        for frequency in variable:
-            refined = vetting.refine_frequency(time, flux, noise, frequency)
-            if all(abs(refined - known) > resolution for known in frequencies):
-                frequencies.append(refined)
-        flux = vetting.remove_sinusoids(time, first.flux[clean], noise, frequencies)
+        new = [
+            refined
+            for refined in (
+                vetting.refine_frequency(time, flux, noise, test.frequency)
+                for test in tests
+                if test.is_variability
+            )
+            if all(abs(refined - known) > resolution for known in frequencies)
+            and not any(vetting.is_harmonic(refined, s.period, 5 * resolution) for s in signals)
+        ]
+        if not new:
+            break
+        frequencies.extend(new)
+        in_transit = np.zeros(time.size, bool)
+        for signal in signals:
+            in_transit |= search.transit_mask(
+                time, signal.period, signal.t0, signal.duration, factor=MASK_DURATIONS
+            )
+        flux = vetting.remove_sinusoids(
+            time, first.flux[clean], noise, frequencies, exclude=in_transit
+        )
     mask = np.zeros(series.size, bool)
     for signal in signals:
         mask |= search.transit_mask(
@@ -113,7 +132,10 @@ def analyse_star(series: StarSeries, config: FeaturesConfig) -> StarAnalysis:
         clean = ~final.outlier & np.isfinite(final.flux)
     if frequencies:
         final = dataclasses.replace(
-            final, flux=vetting.remove_sinusoids(series.time, final.flux, final.noise, frequencies)
+            final,
+            flux=vetting.remove_sinusoids(
+                series.time, final.flux, final.noise, frequencies, exclude=mask
+            ),
         )
     singles = tuple(
         search.find_single_transits(

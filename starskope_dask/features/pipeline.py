@@ -302,6 +302,7 @@ def create_features_schema(
         encoding[name] = {
             "chunks": (min(star_chunk, max(1, len(stars))), *shape[1:]),
             "_FillValue": np.array(var.fill, dtype=var.dtype),
+            "fill_value": np.array(var.fill, dtype=var.dtype),  # of chunks never written
         }
     dataset = xr.Dataset(data_vars, coords=_coords(config, stars, grid), attrs=dict(attrs))
     for name, var in VARIABLES.items():

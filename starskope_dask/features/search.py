@@ -12,23 +12,32 @@ A box least squares (BLS, Kovács, Zucker & Mazeh 2002) search, made fast in thr
    algorithm (FFA, Staelin 1969; as in ``riptide``, Morello et al. 2020): for a base period of
    ``p`` bins the ``n`` cycles are folded at all ``n`` periods from ``p`` to ``p + 1`` bins in
    ``n log2 n`` additions instead of ``n²``, so a trial period costs ``p log2 n`` operations,
-   not one per data point. Boxes of every phase and width then come from a cumulative sum of
-   each folded profile.
+   not one per data point; boxes of every phase and width come from sums of adjacent bins of
+   each folded profile. The classic (wrapped) FFA misplaces a cycle each time the drift
+   crosses a row, so it is only used with at most as many rows as bins per row: long periods
+   fold overlapping windows without wrapping (:func:`_ffa_linear`, many base periods per
+   call); short periods, with thousands of cycles, fold rows of ``K ≈ √(n/p)`` cycles at
+   ``K`` row lengths (:func:`_ffa`) and add up the cycles of each fold.
 2. **Bins scaled to the period.** Durations searched at a period ``P`` are fractions
    (``duration_range``, default 0.5–2.5) of the central-transit duration of a planet of that
    period around the given star (solar by default), :func:`solar_duration`; the shortest box is
    two bins wide, so the bin grows as ``P^(1/3)``: long periods are searched on coarse bins.
    Longer durations are searched on bins twice, four times … as wide (widths 2 and 3 bins at
    each level). Trial periods are spaced as the Ofir (2014) optimal grid with ``oversample``
-   (adjacent trials drift apart by ``D_solar / oversample`` over the data).
+   (adjacent trials drift apart by ``D_solar / oversample`` over the data). The coarse
+   statistic takes each box's weight as its phase average, so only the flux is folded.
 3. **Coarse to fine.** The coarse FFA runs on each *group* of data (split at gaps longer than
    ``coarse_gap_days``, a year by default: Kepler 2009–2013 is one group, TESS 2019 another)
    that holds at least 10 % of the statistical weight, over that group's span: the cost of a
    coherent search grows as the square of the span, and a 10-year span of which 6 years are
    empty would cost seven times a Kepler-only search. The strongest distinct coarse peaks
-   (``n_candidates``) are then refined by a direct box search on **all** data, coherently over
-   the full baseline, at fine period, phase and duration steps: that is what pins the period
-   with data a decade apart.
+   (``n_candidates`` per group) are refined by a direct box search on their group at fine
+   period, phase and duration steps; the best three are then searched coherently on **all**
+   data within ±3σ of their group's period, where data years apart split the peak into a
+   comb of aliases ``P²/ΔT`` apart, and the best aliases are zoomed on the exact points
+   (:func:`_polish`): that is what pins the period with data a decade apart. A box of
+   sampled points keeps the same points over a plateau of periods; the middle of the plateau
+   is taken and its width enters ``period_err``.
 
 The SNR of a signal is the depth over its error from a box fit, with the noise of each segment
 measured robustly (MAD) from its out-of-transit scatter (the stated ``flux_err`` only shapes
@@ -38,7 +47,10 @@ data over its white-noise expectation. A signal is reported when its SNR reaches
 ``snr_threshold`` (7.1, the Kepler pipeline's threshold, Jenkins et al. 2010: with the
 ``~10⁸`` boxes of a 4-year search its white-noise false-alarm bound is ``< 10⁻³`` per star),
 with at least ``min_transits`` transits with data, none carrying more than 80 % of the signal.
-Its transits are then masked and the search repeats, up to ``max_signals``. A later signal
+Its transits are then masked and the search repeats, up to ``max_signals``: after a signal
+weak per transit (a transit's own SNR under 3, so it cannot have lifted the coarse statistic
+of other periods) the next pass refines the next coarse peaks on the masked data instead of
+folding again; after a strong one everything is searched again. A later signal
 whose transits coincide with an earlier one's (left-overs of its mask) is rejected; one whose
 period is a small-integer ratio of an earlier one's is kept with ``harmonic_of`` set.
 
@@ -898,9 +910,11 @@ class _Trials:
         self.octave.append(np.full(period.size, octave, np.int64))
 
 
-#: Batched linear folding when a base period has at most this many cycles per bin of period.
+#: Linear (unwrapped) folds, batched, while the folds per base period are at most this many
+#: per bin of the period (their windows are longer than the period by the fold count);
+#: beyond, circular folds of rows of several cycles.
 _LINEAR_FOLD_MAX_CYCLES = 0.5
-#: Elements per batch of linear folds.
+#: Elements per batch of linear folds (about what stays in a core's cache).
 _BATCH_ELEMENTS = 150_000
 
 
@@ -1037,8 +1051,12 @@ def _coarse_search(
     cadence: float,
     settings: _SearchSettings,
     timer: _Timer,
+    n_keep: int,
 ) -> tuple[list[_Candidate], int]:
-    """FFA box search of one group of data; the strongest distinct peaks and the boxes tried."""
+    """FFA box search of one group of data.
+
+    Returns its ``n_keep`` strongest distinct peaks (best first) and the boxes tried.
+    """
     t_ref = float(time[0])
     span = float(time[-1] - time[0])
     top = min(settings.max_period, span)
@@ -1090,7 +1108,7 @@ def _coarse_search(
         v = value[octave_index == k]
         spread = _robust_std(v)
         stats[int(k)] = (float(np.median(v)), spread if spread > 0 else 1.0)
-    pool = min(value.size, 50 * settings.n_candidates)
+    pool = min(value.size, 50 * n_keep)
     order = np.argpartition(-value, pool - 1)[:pool]
     order = order[np.argsort(-value[order], kind="stable")]
     chosen: list[_Candidate] = []
@@ -1113,7 +1131,7 @@ def _coarse_search(
                 centre=centre,
             )
         )
-        if len(chosen) >= settings.n_candidates:
+        if len(chosen) >= n_keep:
             break
     timer.add("boxes", start)
     return chosen, trials.n_boxes
@@ -1248,7 +1266,12 @@ def _refine(
 
 
 def _polish_box(
-    time: FloatArray, yw: FloatArray, w: FloatArray, box: _Box, settings: _SearchSettings
+    time: FloatArray,
+    yw: FloatArray,
+    w: FloatArray,
+    box: _Box,
+    settings: _SearchSettings,
+    rounds: int = 3,
 ) -> _Box:
     """:func:`_polish` a refined box on the exact points (its statistic becomes exact)."""
     if box.polished or not math.isfinite(box.statistic):
@@ -1265,6 +1288,7 @@ def _polish_box(
         box.period_step,
         box.phase_bin,
         max_duration=d_max,
+        rounds=rounds,
     )
     return _Box(
         period,
@@ -1334,12 +1358,13 @@ def _polish(
     *,
     max_duration: float,
     rounds: int = 3,
-    n_grid: int = 41,
+    n_periods: int = 21,
+    n_centres: int = 41,
 ) -> tuple[float, float, float, float, float]:
     """Zoom on the best box with the exact statistic (points, not bins).
 
-    Three rounds of a 41 × 41 (period × mid-time) grid, each an eighth the width of the last
-    (never narrower than the plateau of equal statistic found), over 5 durations. Returns the
+    ``rounds`` rounds of a 21 × 41 (period × mid-time) grid, each an eighth the width of the
+    last (never narrower than the plateau of equal statistic found), over 5 durations. Returns the
     period, centre, duration and statistic of the middle of the best plateau, and the
     plateau's extent in period (a box's period is only known to within it).
     """
@@ -1354,8 +1379,8 @@ def _polish(
     best = (-math.inf, period, 0.0, duration, 0.0)
     for _ in range(rounds):
         p0, c0, d0 = best[1], best[2], best[3]
-        periods = p0 + np.linspace(-half_p, half_p, n_grid)
-        centres = c0 + np.linspace(-half_c, half_c, n_grid)
+        periods = p0 + np.linspace(-half_p, half_p, n_periods)
+        centres = c0 + np.linspace(-half_c, half_c, n_centres)
         durations = list(np.minimum(d0 * (1 + np.linspace(-spread, spread, 5)), max_duration))
         resolution = 0.25 * (centres[1] - centres[0])
         stat = _box_snr_grid(xs, ys, ws, w_total, periods, centres, durations, resolution)
@@ -1431,6 +1456,49 @@ def _left_over(
     return False
 
 
+#: Coarse peaks kept per group, in multiples of ``n_candidates`` (for later passes).
+_POOL_DEPTH = 4
+#: A signal whose transits each have at most this SNR leaves the other periods' coarse
+#: statistics as they were: later passes reuse the first coarse search.
+_WEAK_TRANSIT_SNR = 3.0
+
+
+def _weak_signal(signal: TransitSignal) -> bool:
+    """Whether each transit of a signal is weak (SNR under ``_WEAK_TRANSIT_SNR``).
+
+    A box of the coarse search at another period meets at most one transit of a signal per
+    cycle; when a transit's own SNR is small against the noise peaks of the coarse statistic,
+    masking the signal leaves the coarse peaks of other periods as they were (but its own and
+    its aliases', which are left out), so the next pass refines the next coarse peaks on the
+    masked data instead of searching again. A strong signal (say a hot Jupiter) lifts every
+    period's statistic and everything is searched again.
+    """
+    return signal.snr / math.sqrt(max(signal.n_transits, 1)) < _WEAK_TRANSIT_SNR
+
+
+def _coincides(
+    candidate: _Candidate,
+    found: Sequence[TransitSignal],
+    mask_factor: float,
+    t_lo: float,
+    t_hi: float,
+) -> bool:
+    """Whether most of a coarse peak's transits (``t_lo``–``t_hi``) fall in a signal's mask.
+
+    Such a peak belongs to that signal (an alias or harmonic), it is not a new one.
+    """
+    if not found:
+        return False
+    first = math.ceil((t_lo - candidate.t0) / candidate.period)
+    last = math.floor((t_hi - candidate.t0) / candidate.period)
+    mid = candidate.t0 + candidate.period * np.arange(first, max(last, first) + 1)
+    for signal in found:
+        reach = mask_factor * signal.duration + candidate.duration + 2 * candidate.bin
+        if np.mean(transit_mask(mid, signal.period, signal.t0, reach)) >= 0.5:
+            return True
+    return False
+
+
 def run_transit_search(
     time: npt.ArrayLike,
     flux: npt.ArrayLike,
@@ -1483,6 +1551,8 @@ def run_transit_search(
     sigma0 = float(np.median(data.sigma))
     keep = np.ones(data.size, bool)
     found: list[TransitSignal] = []
+    pools: list[tuple[list[_Candidate], tuple[float, float]]] | None = None
+    pass_boxes = 0
     n_boxes = 0
     n_passes = 0
     while len(found) < max_signals:
@@ -1492,18 +1562,34 @@ def run_transit_search(
         n_passes += 1
         w = (sigma0 / sub.sigma) ** 2
         yw = w * sub.y / sigma0
+        if pools is None:
+            # (re)search: the coarse periodograms of every group, deeper than refined
+            pools = []
+            pass_boxes = 0  # boxes behind the peaks refined (for the false-alarm bound)
+            for group in _groups(sub.time, w, coarse_gap_days):
+                if group.stop - group.start < 10:
+                    continue
+                chosen, boxes = _coarse_search(
+                    sub.time[group],
+                    yw[group],
+                    w[group],
+                    sub.cadence,
+                    settings,
+                    timer,
+                    _POOL_DEPTH * settings.n_candidates,
+                )
+                bounds = (float(sub.time[group.start]), float(sub.time[group.stop - 1]))
+                pools.append((chosen, bounds))
+                pass_boxes += boxes
+            n_boxes += pass_boxes
         candidates: list[tuple[_Candidate, slice]] = []
-        pass_boxes = 0
-        groups = _groups(sub.time, w, coarse_gap_days)
-        for group in groups:
-            if group.stop - group.start < 10:
-                continue
-            chosen, boxes = _coarse_search(
-                sub.time[group], yw[group], w[group], sub.cadence, settings, timer
+        for chosen, (t_lo, t_hi) in pools:
+            group = slice(
+                int(np.searchsorted(sub.time, t_lo, "left")),
+                int(np.searchsorted(sub.time, t_hi, "right")),
             )
-            candidates.extend((c, group) for c in chosen)
-            pass_boxes += boxes
-        n_boxes += pass_boxes
+            fresh = [c for c in chosen if not _coincides(c, found, mask_factor, t_lo, t_hi)]
+            candidates.extend((c, group) for c in fresh[: settings.n_candidates])
         start = _clock.perf_counter()
         refined = _refine_candidates(sub, yw, w, candidates, settings)
         start = timer.add("refine", start)
@@ -1533,6 +1619,8 @@ def run_transit_search(
             signal.snr,
         )
         found.append(signal)
+        if not _weak_signal(signal):
+            pools = None  # it lifted other periods' coarse statistics: search again
         keep &= ~transit_mask(
             data.time, signal.period, signal.t0, signal.duration, factor=mask_factor
         )
@@ -1618,9 +1706,11 @@ def _refine_candidates(
             settings=settings,
             n_peaks=_ALIASES_POLISHED,
         )
-        # neighbouring aliases (comb P²/ΔT) are close in the binned statistic: polish each
-        polished = [_polish_box(sub.time, yw, w, peak, settings) for peak in peaks]
-        done.append((max(polished, key=lambda b: b.statistic), candidate))
+        # neighbouring aliases (comb P²/ΔT) are close in the binned statistic: a first
+        # zoom on the exact points tells them apart, the best is zoomed in fully
+        screened = [_polish_box(sub.time, yw, w, peak, settings, rounds=1) for peak in peaks]
+        alias = peaks[int(np.argmax([b.statistic for b in screened]))]
+        done.append((_polish_box(sub.time, yw, w, alias, settings), candidate))
     done.sort(key=lambda item: -item[0].statistic)
     return done
 

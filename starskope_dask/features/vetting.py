@@ -157,29 +157,44 @@ def refine_frequency(
     return frequency
 
 
+def is_harmonic(frequency: float, period: float, tolerance: float) -> bool:
+    """Whether ``frequency`` is within ``tolerance`` of a harmonic ``k / period``."""
+    k = round(frequency * period)
+    return k >= 1 and abs(frequency - k / period) <= tolerance
+
+
 def remove_sinusoids(
     time: npt.ArrayLike,
     flux: npt.ArrayLike,
     noise: npt.ArrayLike,
     frequencies: npt.ArrayLike,
+    exclude: npt.ArrayLike | None = None,
 ) -> npt.NDArray[np.float64]:
     """Prewhiten: subtract the joint weighted least-squares fit of sinusoids at
-    ``frequencies`` (cycles per day) from ``flux`` (≈ 1); points with non-finite values
-    are left as they are.
+    ``frequencies`` (cycles per day) from ``flux`` (≈ 1). Points under ``exclude``
+    (transits) are left out of the fit but have the model subtracted too; points with
+    non-finite values are left as they are.
     """
     t = np.asarray(time, np.float64)
     f = np.asarray(flux, np.float64).copy()
     sigma = np.asarray(noise, np.float64)
     freqs = np.atleast_1d(np.asarray(frequencies, np.float64))
     good = np.isfinite(t) & np.isfinite(f) & np.isfinite(sigma) & (sigma > 0)
-    if good.sum() < 2 * freqs.size + 2 or freqs.size == 0:
+    fit = good & ~(np.zeros(t.size, bool) if exclude is None else np.asarray(exclude, bool))
+    if fit.sum() < 2 * freqs.size + 2 or freqs.size == 0:
         return f
-    tt = t[good] - np.median(t[good])
-    columns = [np.ones_like(tt)]
-    for nu in freqs:
-        columns += [np.sin(2 * np.pi * nu * tt), np.cos(2 * np.pi * nu * tt)]
-    design = np.column_stack(columns)
-    sqrt_w = 1.0 / sigma[good]
-    coeffs, *_ = np.linalg.lstsq(design * sqrt_w[:, None], (f[good] - 1.0) * sqrt_w, rcond=None)
-    f[good] -= design[:, 1:] @ coeffs[1:]
+    centre = np.median(t[fit])
+
+    def design(times: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        columns = [np.ones_like(times)]
+        for nu in freqs:
+            phase = 2 * np.pi * nu * (times - centre)
+            columns += [np.sin(phase), np.cos(phase)]
+        return np.column_stack(columns)
+
+    sqrt_w = 1.0 / sigma[fit]
+    coeffs, *_ = np.linalg.lstsq(
+        design(t[fit]) * sqrt_w[:, None], (f[fit] - 1.0) * sqrt_w, rcond=None
+    )
+    f[good] -= design(t[good])[:, 1:] @ coeffs[1:]
     return f
