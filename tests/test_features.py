@@ -191,20 +191,70 @@ def sim_run(
 
 
 def test_simulated_planets_recovered(sim_run: tuple[str, str], sim_archive: Path) -> None:
+    """Every injected planet the data can show is found: its box SNR at the true ephemeris in
+    the star's final detrended flux is ≥ 10 ⇒ the search reports its period within 0.1 %.
+    (The simulator's expected SNR ignores pulsation residuals and red noise; the fraction
+    recovered at expected SNR ≥ 12 over 300 stars is measured by jobs/sim_recovery.py.)"""
+    from starskope_dask.config import FeaturesConfig
+    from starskope_dask.features import search
+    from starskope_dask.features.compute import analyse_star
+    from starskope_dask.features.series import star_series
+    from starskope_dask.store import open_cube
+
+    store, out = sim_run
+    features = xr.open_zarr(out, zarr_format=3)
+    cube = open_cube(store)
+    truth = pd.read_parquet(sim_archive / "truth" / "stars.parquet")
+    planets = truth[truth["label"] == "planet"]
+    detectable = found = 0
+    for _, star in planets.iterrows():
+        row = _sim_row(features, star)
+        block = cube.isel(star=row)
+        series = star_series(
+            block["flux"].values, block["flux_err"].values, cube["time"].values,
+            float(cube.attrs["grid_cadence_days"]),
+        )  # fmt: skip
+        analysis = analyse_star(series, FeaturesConfig(stellar="none"))
+        keep = analysis.clean
+        fit = search.box_fit(
+            series.time[keep], analysis.detrended.flux[keep], series.flux_err[keep],
+            star["period"], star["epoch"], star["duration_hours"] / 24,
+        )  # fmt: skip
+        if fit.snr >= 10 and fit.n_transits >= 2:
+            detectable += 1
+            periods = features["period"].values[row]
+            found += bool(np.any(np.abs(periods / star["period"] - 1) < 1e-3))
+    assert detectable >= 1
+    assert found == detectable, (found, detectable)
+    # stellar properties joined from the simulator's catalogue
+    assert np.isfinite(features["teff"].values).all()
+
+
+def test_simulated_eclipsing_binaries_have_their_tells(
+    sim_run: tuple[str, str], sim_archive: Path
+) -> None:
     _, out = sim_run
     features = xr.open_zarr(out, zarr_format=3)
     truth = pd.read_parquet(sim_archive / "truth" / "stars.parquet")
-    found = 0
-    expected = truth[(truth["label"] == "planet") & (truth["expected_snr"] >= 12)]
-    for _, star in expected.iterrows():
+    binaries = truth[truth["label"] == "eb"]
+    assert len(binaries) >= 1
+    for _, star in binaries.iterrows():
         row = _sim_row(features, star)
         periods = features["period"].values[row]
-        if np.any(np.abs(periods / star["period"] - 1) < 1e-3):
-            found += 1
-    assert len(expected) >= 2
-    assert found >= 0.95 * len(expected), (found, len(expected))
-    # stellar properties joined from the simulator's catalogue
-    assert np.isfinite(features["teff"].values).all()
+        # found at its period (or half of it: primary and secondary eclipses alike), and told
+        # apart: a secondary eclipse, or odd and even eclipses of different depth
+        match = np.flatnonzero(
+            np.isclose(periods, star["period"], rtol=1e-3)
+            | np.isclose(periods, star["period"] / 2, rtol=1e-3)
+        )
+        assert match.size, (star["period"], periods)
+        i = int(match[0])
+        secondary = (
+            features["secondary_depth"].values[row, i]
+            / features["secondary_depth_err"].values[row, i]
+        )
+        odd_even = features["odd_even_sigma"].values[row, i]
+        assert secondary > 5 or odd_even > 5, (secondary, odd_even)
 
 
 def _sim_row(features: xr.Dataset, star: pd.Series) -> int:
@@ -338,15 +388,17 @@ def test_new_products_recompute_only_their_chunks(
     from starskope_dask.store import read_chunk_records
 
     full = list_archive(str(sim_archive))
+    # the first manifest lacks one star's TESS sectors (the largest TIC)
     tess = full["mission"] == "TESS"
-    first = full[~tess | (full.index % 2 == 0)]
+    later = tess & (full["tic"] == full.loc[tess, "tic"].max())
+    first = full[~later]
     m1, m2 = str(tmp_path / "m1.parquet"), str(tmp_path / "m2.parquet")
     write_manifest(first, m1)
     write_manifest(full, m2)
     store, out = str(tmp_path / "cube.zarr"), str(tmp_path / "features.zarr")
     ingest(load_ingest_config(m1, store, star_chunk=4), client, progress=False)
     config = load_features_config(store, out, stellar="none")
-    one = run_with_client(config, client, progress=False)
+    run_with_client(config, client, progress=False)
     before = read_chunk_records(store)
     ingest(load_ingest_config(m2, store, star_chunk=4), client, progress=False)
     after = read_chunk_records(store)

@@ -33,7 +33,8 @@ def _delta_chi2_sinusoids(
     frequencies: npt.NDArray[np.float64],
 ) -> npt.NDArray[np.float64]:
     """χ² reduction of the best weighted sinusoid (with an offset) at each frequency, over a
-    constant: the normal equations of ``a + b sin + c cos``, solved for all at once."""
+    constant: the normal equations of ``a + b sin + c cos``, solved for all at once.
+    """
     w = weight / weight.sum()
     r = residual - np.sum(w * residual)  # weighted mean removed: the offset is free
     phase = 2 * np.pi * np.outer(time, frequencies)
@@ -138,7 +139,8 @@ def refine_frequency(
     n_trials: int = 401,
 ) -> float:
     """The frequency of the best weighted sinusoid within ``± 2 / baseline`` of ``frequency``
-    (a box period's harmonic is only as precise as the box)."""
+    (a box period's harmonic is only as precise as the box).
+    """
     t = np.asarray(time, np.float64)
     f = np.asarray(flux, np.float64)
     sigma = np.asarray(noise, np.float64)
