@@ -445,7 +445,7 @@ def main() -> None:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps(summary, indent=1, default=float))
+        Path(args.json_out).write_text(json.dumps(json_ready(summary), indent=1, allow_nan=False))
         print(f"\nwrote {args.json_out}")
 
 
@@ -630,6 +630,19 @@ def report(
         },
         "per_star": stars.to_dict(orient="records"),
     }
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` with numpy scalars as Python numbers and NaN/inf as null (strict JSON)."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 if __name__ == "__main__":

@@ -378,7 +378,7 @@ def main() -> None:
                                  "loc": KEPLER_GAMMA[2]},
             "rows": rows,
         }  # fmt: skip
-        Path(args.json_out).write_text(json.dumps(summary, indent=1, default=float))
+        Path(args.json_out).write_text(json.dumps(json_ready(summary), indent=1, allow_nan=False))
         print(f"wrote {args.json_out}")
 
 
@@ -395,6 +395,19 @@ def _report_each(results: Any) -> Any:
             f"{r['verdict'] or 'MISSED'}"
         )
         yield r
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` with numpy scalars as Python numbers and NaN/inf as null (strict JSON)."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 if __name__ == "__main__":

@@ -166,15 +166,16 @@ def plot(tells: pd.DataFrame, path: str) -> None:
     panels = (
         ("odd_even_sigma", "odd/even depth difference (σ)", np.geomspace(0.01, 1e3, 41), True),
         ("odd_even_ratio", "odd/even depth ratio", np.linspace(0, 3, 41), False),
-        ("secondary_depth", "secondary depth (ppm)", None, False),
+        (
+            "secondary_depth",
+            "secondary depth (ppm; ≤ 1 shown at 1)",
+            np.geomspace(1, 1e5, 41),
+            True,
+        ),
         ("secondary_snr", "secondary depth / error", np.linspace(-5, 30, 41), False),
     )
     for ax, (name, title, bins, log_x) in zip(axes.flat, panels, strict=True):
         values = tells[name].to_numpy(float) * (1e6 if name == "secondary_depth" else 1.0)
-        finite = values[np.isfinite(values)]
-        if bins is None:
-            lo, hi = np.quantile(finite, [0.01, 0.99]) if finite.size else (0.0, 1.0)
-            bins = np.linspace(lo, hi if hi > lo else lo + 1, 41)
         for label, colour in (("planet", "tab:blue"), ("eb", "tab:red")):
             chosen = tells["label"].to_numpy() == label
             data = values[chosen & np.isfinite(values)]
@@ -186,7 +187,10 @@ def plot(tells: pd.DataFrame, path: str) -> None:
             ax.axvline(TELL_SIGMA, color="k", lw=0.8, ls="--")
         ax.set_title(title)
         ax.legend()
-    fig.suptitle("Eclipsing-binary tells of the matched signal: simulated planets vs EBs")
+    fig.suptitle(
+        "Eclipsing-binary tells of the matched signal: simulated planets vs EBs "
+        "(values beyond the axes in the end bins)"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     print(f"wrote {path}")
@@ -360,8 +364,23 @@ def main() -> None:
         print(f"warning: {extra['missing_from_cube']} simulated stars are not in the cube")
     summary = report(frame, args, times)
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps({**summary, **extra}, indent=1, default=float))
+        Path(args.json_out).write_text(
+            json.dumps(json_ready({**summary, **extra}), indent=1, allow_nan=False)
+        )
         print(f"wrote {args.json_out}")
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` with numpy scalars as Python numbers and NaN/inf as null (strict JSON)."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 if __name__ == "__main__":

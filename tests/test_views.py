@@ -210,3 +210,25 @@ def test_odd_even_ratio_far_from_one_for_a_binary_one_for_a_planet() -> None:
     time, flux = eclipsing(period, t0, duration, 1e-3, noise=1e-4)
     assert odd_even_depth_ratio(time, flux, period, t0, duration) == pytest.approx(1.0, abs=0.05)
     assert odd_even_depths(time, flux, period, t0, duration).significance < 4
+
+
+def test_depth_errors_follow_each_points_noise() -> None:
+    """Two missions of tenfold different noise: with per-point noise the secondary depth of
+    pure noise is N(0, 1) in units of its error, and a planet's odd/even difference is too
+    (one noise level for all points made 57 % of noise stars "eclipsing binaries")."""
+    rng = np.random.default_rng(0)
+    ta = 2457000 + np.arange(0, 80, 0.0204336)
+    tb = 2458500 + np.arange(0, 27, 0.0204336)
+    t = np.r_[ta, tb]
+    noise = np.r_[np.full(ta.size, 1e-4), np.full(tb.size, 1.5e-3)]
+    z, odd_even = [], []
+    for _ in range(100):
+        f = 1 + noise * rng.standard_normal(t.size)
+        period, t0 = rng.uniform(3, 10), 2457000 + rng.uniform(0, 3)
+        secondary = secondary_eclipse_depth(t, f, period, t0, 0.15, phase_range=0.0, noise=noise)
+        z.append(secondary.depth / secondary.depth_err)
+        phase = (t - t0 + period / 2) % period - period / 2
+        f[np.abs(phase) < 0.075] -= 1e-3
+        odd_even.append(odd_even_depths(t, f, period, t0, 0.15, noise=noise).significance)
+    assert 0.8 < np.std(z) < 1.25
+    assert np.mean(np.array(odd_even) > 3) < 0.05

@@ -203,6 +203,7 @@ def _signal_values(analysis: StarAnalysis, config: FeaturesConfig) -> dict[str, 
     series, flux, clean = analysis.series, analysis.detrended.flux, analysis.clean
     time, err = series.time[clean], series.flux_err[clean]
     flux = flux[clean]
+    noise = analysis.detrended.noise[clean]
     mission = series.mission[clean]
     k = config.max_signals
     out: dict[str, Any] = {
@@ -261,7 +262,7 @@ def _signal_values(analysis: StarAnalysis, config: FeaturesConfig) -> dict[str, 
         missions_used[i] = mission_bits(fit.missions_used)
         if signal.harmonic_of is not None:
             harmonic_of[i] = signal.harmonic_of
-        t, f = time[own], flux[own]
+        t, f, sigma = time[own], flux[own], noise[own]
         global_view[i] = views.global_view(
             t, f, signal.period, signal.t0, n_bins=config.global_bins
         )
@@ -284,10 +285,14 @@ def _signal_values(analysis: StarAnalysis, config: FeaturesConfig) -> dict[str, 
             half_width_durations=config.local_half_width_durations,
         )
         local_odd[i], local_even[i] = odd, even
-        odd_even = views.odd_even_depths(t, f, signal.period, signal.t0, signal.duration)
+        odd_even = views.odd_even_depths(
+            t, f, signal.period, signal.t0, signal.duration, noise=sigma
+        )
         columns["odd_even_ratio"][i] = odd_even.ratio
         columns["odd_even_sigma"][i] = odd_even.significance
-        secondary = views.secondary_eclipse_depth(t, f, signal.period, signal.t0, signal.duration)
+        secondary = views.secondary_eclipse_depth(
+            t, f, signal.period, signal.t0, signal.duration, noise=sigma
+        )
         columns["secondary_depth"][i] = secondary.depth
         columns["secondary_depth_err"][i] = secondary.depth_err
         others |= in_transit

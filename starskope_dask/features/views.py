@@ -379,7 +379,12 @@ def odd_even_views(
 
 
 def odd_even_depths(
-    time: npt.ArrayLike, flux: npt.ArrayLike, period: float, t0: float, duration: float
+    time: npt.ArrayLike,
+    flux: npt.ArrayLike,
+    period: float,
+    t0: float,
+    duration: float,
+    noise: npt.ArrayLike | None = None,
 ) -> OddEvenDepths:
     """Box depths of the odd and even transits, their ratio and the significance of a difference.
 
@@ -389,22 +394,25 @@ def odd_even_depths(
         Times (days) and detrended flux (≈ 1).
     period, t0, duration : float
         Candidate period, transit mid-time and duration (days).
+    noise : array-like of float, shape (n,), optional
+        Per-point noise (missions and segments differ: a Kepler quarter and a TESS sector can
+        differ tenfold); default one robust sigma of the out-of-transit flux for all points.
 
     Returns
     -------
     OddEvenDepths
         NaN members where a parity has too few points.
     """
-    times, values = _finite_pairs(time, flux)
+    times, values, sigmas = _finite_triples(time, flux, noise)
     if not _valid_ephemeris(period, t0, duration) or times.size == 0:
         nan = float("nan")
         return OddEvenDepths(nan, nan, nan, nan, nan, nan)
     phase, epoch = _fold(times, period, t0)
-    sigma = _robust_sigma(values[np.abs(phase) >= BASELINE_RANGE[0] * duration])
+    weight = _weights(sigmas, values, np.abs(phase) >= BASELINE_RANGE[0] * duration)
     depths = []
     for parity in (1, 0):
         chosen = (epoch % 2) == parity
-        depths.append(_box_depth(phase[chosen], values[chosen], duration, sigma))
+        depths.append(_box_depth(phase[chosen], values[chosen], duration, weight[chosen]))
     (odd, odd_err), (even, even_err) = depths
     ratio = odd / even if even > 0 else float("nan")
     combined = math.hypot(odd_err, even_err)
@@ -441,6 +449,7 @@ def secondary_eclipse_depth(
     *,
     phase_range: float = 0.05,
     max_trials: int = 401,
+    noise: npt.ArrayLike | None = None,
 ) -> SecondaryEclipse:
     """Depth of a secondary eclipse near phase 0.5, searched over ``0.5 ± phase_range``.
 
@@ -463,6 +472,8 @@ def secondary_eclipse_depth(
         at exactly 0.5.
     max_trials : int
         Most trial centres.
+    noise : array-like of float, shape (n,), optional
+        Per-point noise (weights); default one robust sigma for all points.
 
     Returns
     -------
@@ -470,44 +481,49 @@ def secondary_eclipse_depth(
         Depth, error and phase; NaN depth when no trial has enough points.
     """
     nan = float("nan")
-    times, values = _finite_pairs(time, flux)
+    times, values, sigmas = _finite_triples(time, flux, noise)
     if not _valid_ephemeris(period, t0, duration) or times.size == 0:
         return SecondaryEclipse(nan, nan, nan)
     phase, _ = _fold(times, period, t0)
     outside_primary = np.abs(phase) >= duration
     fraction = np.mod(phase[outside_primary] / period, 1.0)
     values = values[outside_primary]
+    weight = _weights(sigmas[outside_primary], values, np.ones(values.size, bool))
     order = np.argsort(fraction, kind="stable")
-    fraction, values = fraction[order], values[order]
-    sigma = _robust_sigma(values)
+    fraction, values, weight = fraction[order], values[order], weight[order]
+    sigma = 1.0 if np.isfinite(weight).all() and weight.size else float("nan")
     step = 0.25 * duration / period
     n_side = min(int(phase_range / step), (max_trials - 1) // 2) if step > 0 else 0
     centres = 0.5 + step * np.arange(-n_side, n_side + 1)
-    cumulative = np.r_[0.0, np.cumsum(values)]
+    points = np.r_[0, np.cumsum(np.ones(values.size))]
+    weights = np.r_[0.0, np.cumsum(weight)]
+    cumulative = np.r_[0.0, np.cumsum(weight * values)]
 
-    def count_and_sum(lo: npt.ArrayLike, hi: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
+    def count_and_sum(
+        lo: npt.ArrayLike, hi: npt.ArrayLike
+    ) -> tuple[FloatArray, FloatArray, FloatArray]:
         a = np.searchsorted(fraction, lo, side="left")
         b = np.searchsorted(fraction, hi, side="left")
-        return (b - a).astype(np.float64), cumulative[b] - cumulative[a]
+        return points[b] - points[a], weights[b] - weights[a], cumulative[b] - cumulative[a]
 
     d = duration / period
-    n_in, s_in = count_and_sum(
+    n_in, w_in, s_in = count_and_sum(
         centres - IN_ECLIPSE_HALF_WIDTH * d, centres + IN_ECLIPSE_HALF_WIDTH * d
     )
-    n_left, s_left = count_and_sum(centres - BASELINE_RANGE[1] * d, centres - BASELINE_RANGE[0] * d)
-    n_right, s_right = count_and_sum(
+    n_left, w_left, s_left = count_and_sum(
+        centres - BASELINE_RANGE[1] * d, centres - BASELINE_RANGE[0] * d
+    )
+    n_right, w_right, s_right = count_and_sum(
         centres + BASELINE_RANGE[0] * d, centres + BASELINE_RANGE[1] * d
     )
-    n_out = n_left + n_right
-    usable = (n_in >= 3) & (n_out >= 3)
+    n_out, w_out = n_left + n_right, w_left + w_right
+    usable = (n_in >= 3) & (n_out >= 3) & (w_in > 0) & (w_out > 0)
     if not usable.any() or not math.isfinite(sigma):
         return SecondaryEclipse(nan, nan, nan)
     with np.errstate(invalid="ignore", divide="ignore"):
-        depth = (s_left + s_right) / n_out - s_in / n_in
-        error = sigma * np.sqrt(1.0 / n_in + 1.0 / n_out)
+        depth = (s_left + s_right) / w_out - s_in / w_in
+        error = np.sqrt(1.0 / w_in + 1.0 / w_out)
         score = np.where(usable, depth / np.where(error > 0, error, np.inf), -np.inf)
-    if sigma == 0:
-        score = np.where(usable, depth, -np.inf)
     best = int(np.argmax(score))
     return SecondaryEclipse(float(depth[best]), float(error[best]), float(centres[best]))
 
@@ -562,19 +578,52 @@ def _robust_sigma(values: FloatArray) -> float:
 
 
 def _box_depth(
-    phase: FloatArray, values: FloatArray, duration: float, sigma: float
+    phase: FloatArray, values: FloatArray, duration: float, weight: FloatArray
 ) -> tuple[float, float]:
-    """Mean of the local baseline minus mean in the central half of the transit, and its error."""
+    """Weighted mean of the local baseline minus that in the central half of the transit, and
+    its error (weights are inverse variances).
+    """
     distance = np.abs(phase)
     inside = distance < IN_ECLIPSE_HALF_WIDTH * duration
     baseline = (distance >= BASELINE_RANGE[0] * duration) & (
         distance < BASELINE_RANGE[1] * duration
     )
     n_in, n_out = int(inside.sum()), int(baseline.sum())
-    if n_in < 3 or n_out < 3:
+    w_in, w_out = float(weight[inside].sum()), float(weight[baseline].sum())
+    if n_in < 3 or n_out < 3 or not (w_in > 0 and w_out > 0):
         return float("nan"), float("nan")
-    depth = float(values[baseline].mean() - values[inside].mean())
-    return depth, float(sigma * math.sqrt(1.0 / n_in + 1.0 / n_out))
+    depth = float(
+        np.sum(weight[baseline] * values[baseline]) / w_out
+        - np.sum(weight[inside] * values[inside]) / w_in
+    )
+    return depth, float(math.sqrt(1.0 / w_in + 1.0 / w_out))
+
+
+def _finite_triples(
+    time: npt.ArrayLike, flux: npt.ArrayLike, noise: npt.ArrayLike | None
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Time, flux and noise where all are finite (noise NaN everywhere when not given)."""
+    t = np.asarray(time, np.float64)
+    f = np.asarray(flux, np.float64)
+    n = np.full(t.shape, np.nan) if noise is None else np.asarray(noise, np.float64)
+    keep = np.isfinite(t) & np.isfinite(f) & (np.isfinite(n) if noise is not None else True)
+    if noise is not None:
+        keep &= n > 0
+    return t[keep], f[keep], n[keep]
+
+
+def _weights(
+    sigmas: FloatArray, values: FloatArray, reference: npt.NDArray[np.bool_]
+) -> FloatArray:
+    """Inverse variances: from the per-point noise, else one robust sigma of ``values`` where
+    ``reference`` (out of transit) for every point.
+    """
+    if sigmas.size and np.isfinite(sigmas).all():
+        return np.asarray(1.0 / sigmas**2, np.float64)
+    sigma = _robust_sigma(values[reference])
+    if not (math.isfinite(sigma) and sigma > 0):
+        sigma = 1.0 if math.isfinite(sigma) else float("nan")
+    return np.full(values.size, 1.0 / sigma**2)
 
 
 def _bin_membership(
