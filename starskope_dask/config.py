@@ -414,6 +414,9 @@ _FEATURES_INT_RANGES = {
 #: Real-valued keys of ``features`` and their open/closed ranges (low, high).
 _FEATURES_REAL_RANGES = {
     "detrend_window_days": (0.05, 30.0),
+    "long_detrend_window_days": (0.0, 30.0),
+    "long_period_min_days": (0.1, 10000.0),
+    "edge_days": (0.0, 10.0),
     "max_gap_days": (0.01, 100.0),
     "clip_sigma": (1.0, 100.0),
     "min_period_days": (0.1, 1000.0),
@@ -439,6 +442,12 @@ class FeaturesConfig:
         ``"epic:201367065"``); empty: every star.
     detrend_window_days : float
         Width of the biweight detrending window (days).
+    long_detrend_window_days, long_period_min_days : float
+        Periods from ``long_period_min_days`` up are searched again on flux detrended with
+        this wider window (long transits lose depth to a short one); 0 turns it off.
+    edge_days : float
+        Points this close to a segment's start or end are left out of the search and the
+        signals' measurement (ramps after gaps, detrending edges).
     max_gap_days : float
         A longer gap starts a new segment (detrended and searched on its own).
     clip_sigma : float
@@ -482,6 +491,9 @@ class FeaturesConfig:
     out: str = ""
     stars: tuple[str, ...] = ()
     detrend_window_days: float = 0.75
+    long_detrend_window_days: float = 0.0
+    long_period_min_days: float = 20.0
+    edge_days: float = 0.0
     max_gap_days: float = 0.5
     clip_sigma: float = 3.0
     min_period_days: float = 0.5

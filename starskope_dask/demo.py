@@ -18,13 +18,14 @@ from typing import Any
 
 import numpy as np
 
+from starskope_dask.cluster import make_client
 from starskope_dask.config import load_features_config, load_ingest_config
 from starskope_dask.discover import list_archive, write_manifest
 from starskope_dask.features.pipeline import open_features
-from starskope_dask.features.pipeline import run as run_features
+from starskope_dask.features.pipeline import run_with_client as run_features
 from starskope_dask.features.stellar import default_catalog_url
 from starskope_dask.fetch import writable_folder
-from starskope_dask.pipeline import run
+from starskope_dask.pipeline import run_with_client
 from starskope_dask.plots import plot_cube_stars, plot_star_page
 from starskope_dask.s3server import local_s3_server
 from starskope_dask.simulate import SimulationConfig, simulate_archive
@@ -100,9 +101,17 @@ def run_demo(
         frame = list_archive("s3://stpubdata/", s3.storage_options())
         write_manifest(frame, str(manifest))
         logger.info("discovered %d products", len(frame))
-        summary = run(config)
-        # inside the server's lifetime: the stellar catalogue is in the simulated archive
-        features_summary = run_features(features_config) if summary.n_stored else None
+        # one LocalCluster for both stages; features run inside the server's lifetime (the
+        # stellar catalogue is in the simulated archive)
+        client = make_client(config)
+        try:
+            summary = run_with_client(config, client)
+            features_summary = run_features(features_config, client) if summary.n_stored else None
+        finally:
+            cluster = client.cluster
+            client.close()
+            if cluster is not None:
+                cluster.close()
     cube = open_cube(str(store))
     multi = [
         int(s)

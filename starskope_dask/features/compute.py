@@ -33,7 +33,7 @@ from starskope_dask.features.layout import (
     STELLAR_VARIABLES,
     mission_bits,
 )
-from starskope_dask.features.series import StarSeries
+from starskope_dask.features.series import StarSeries, segment_slices
 
 logger = logging.getLogger(__name__)
 
@@ -57,18 +57,39 @@ class StarAnalysis:
     removed_frequencies: tuple[float, ...]  # sinusoids that posed as transits (cycles/day)
 
 
-def analyse_star(series: StarSeries, config: FeaturesConfig) -> StarAnalysis:
-    """Detrend, search, re-detrend with transits masked, find single transits, spectra."""
-    first = detrend.detrend(
-        series,
-        window_days=config.detrend_window_days,
-        max_gap_days=config.max_gap_days,
-        clip_sigma=config.clip_sigma,
-    )
-    clean = ~first.outlier & np.isfinite(first.flux)
-    time, err, mission = series.time[clean], series.flux_err[clean], series.mission[clean]
-    flux, noise = first.flux[clean], first.noise[clean]
-    frequencies: list[float] = []
+def segment_edges(
+    series: StarSeries, max_gap_days: float, edge_days: float
+) -> npt.NDArray[np.bool_]:
+    """Points within ``edge_days`` of the start or end of their segment (ramps after gaps and
+    safe modes, where a detrended light curve is least trustworthy).
+    """
+    edges = np.zeros(series.size, bool)
+    if edge_days <= 0:
+        return edges
+    for part in segment_slices(series, max_gap_days):
+        times = series.time[part]
+        edges[part] = (times - times[0] < edge_days) | (times[-1] - times < edge_days)
+    return edges
+
+
+def _search_with_prewhitening(
+    time: npt.NDArray[np.float64],
+    flux: npt.NDArray[np.float64],
+    err: npt.NDArray[np.float64],
+    mission: npt.NDArray[np.int8],
+    noise: npt.NDArray[np.float64],
+    config: FeaturesConfig,
+    min_period: float,
+    frequencies: list[float],
+    baseline_days: float,
+) -> tuple[search.TransitSignal, ...]:
+    """Search; drop signals a sinusoid explains better (removing those sinusoids from the flux
+    and searching again, ``frequencies`` grows) or that stand out too little (SDE).
+    """
+    resolution = 0.5 / max(baseline_days, 1.0)
+    base = flux
+    if frequencies:
+        flux = vetting.remove_sinusoids(time, base, noise, frequencies)
     signals: tuple[search.TransitSignal, ...] = ()
     for _ in range(MAX_PREWHITENING_ROUNDS + 1):
         found = search.search_transits(
@@ -76,7 +97,7 @@ def analyse_star(series: StarSeries, config: FeaturesConfig) -> StarAnalysis:
             flux,
             err,
             mission,
-            min_period=config.min_period_days,
+            min_period=min_period,
             max_period=config.max_period_days,
             max_signals=config.max_signals,
             snr_threshold=config.snr_threshold,
@@ -93,7 +114,6 @@ def analyse_star(series: StarSeries, config: FeaturesConfig) -> StarAnalysis:
         # a pulsation or rotation posing as transits: remove it and search again; never a
         # harmonic of a transit kept (an eclipse's phase curve, a secondary eclipse): that
         # sinusoid would eat the transit
-        resolution = 0.5 / max(series.baseline_days, 1.0)
         new = [
             refined
             for refined in (
@@ -101,26 +121,69 @@ def analyse_star(series: StarSeries, config: FeaturesConfig) -> StarAnalysis:
                 for test in tests
                 if test.is_variability
             )
-            if all(abs(refined - known) > resolution for known in frequencies)
+            if all(abs(refined - known) > 5 * resolution for known in frequencies)
             and not any(vetting.is_harmonic(refined, s.period, 5 * resolution) for s in signals)
         ]
         if not new:
             break
-        frequencies.extend(new)
-        in_transit = np.zeros(time.size, bool)
-        for signal in signals:
-            in_transit |= search.transit_mask(
-                time, signal.period, signal.t0, signal.duration, factor=MASK_DURATIONS
-            )
-        flux = vetting.remove_sinusoids(
-            time, first.flux[clean], noise, frequencies, exclude=in_transit
-        )
-    mask = np.zeros(series.size, bool)
+        for frequency in new:  # two aliases of one mode give one frequency
+            if all(abs(frequency - known) > 5 * resolution for known in frequencies):
+                frequencies.append(frequency)
+        in_transit = _transits(time, signals)
+        flux = vetting.remove_sinusoids(time, base, noise, frequencies, exclude=in_transit)
+    return signals
+
+
+def _transits(
+    time: npt.NDArray[np.float64], signals: tuple[search.TransitSignal, ...]
+) -> npt.NDArray[np.bool_]:
+    mask = np.zeros(time.size, bool)
     for signal in signals:
         mask |= search.transit_mask(
-            series.time, signal.period, signal.t0, signal.duration, factor=MASK_DURATIONS
+            time, signal.period, signal.t0, signal.duration, factor=MASK_DURATIONS
         )
+    return mask
+
+
+def analyse_star(series: StarSeries, config: FeaturesConfig) -> StarAnalysis:
+    """Detrend, search (a short window for all periods, a long one for long periods), re-detrend
+    with the transits masked and confirm each signal on it, find single transits, spectra.
+    """
+    first = detrend.detrend(
+        series,
+        window_days=config.detrend_window_days,
+        max_gap_days=config.max_gap_days,
+        clip_sigma=config.clip_sigma,
+    )
+    edges = segment_edges(series, config.max_gap_days, config.edge_days)
+    use = ~first.outlier & np.isfinite(first.flux) & ~edges
+    frequencies: list[float] = []
+    signals = _search_with_prewhitening(
+        series.time[use], first.flux[use], series.flux_err[use], series.mission[use],
+        first.noise[use], config, config.min_period_days, frequencies, series.baseline_days,
+    )  # fmt: skip
+    long_window = config.long_detrend_window_days
+    if long_window > config.detrend_window_days and (
+        config.max_period_days > config.long_period_min_days
+    ):
+        # long transits (half a day at 300 d) lose depth to a 0.75-day window: search long
+        # periods again on a wider one, with the transits found so far left out
+        known = _transits(series.time, signals)
+        wide = detrend.detrend(
+            series, window_days=long_window, max_gap_days=config.max_gap_days,
+            clip_sigma=config.clip_sigma, mask=known,
+        )  # fmt: skip
+        use_wide = ~wide.outlier & np.isfinite(wide.flux) & ~edges & ~known
+        more = _search_with_prewhitening(
+            series.time[use_wide], wide.flux[use_wide], series.flux_err[use_wide],
+            series.mission[use_wide], wide.noise[use_wide], config,
+            max(config.long_period_min_days, config.min_period_days), frequencies,
+            series.baseline_days,
+        )  # fmt: skip
+        signals = tuple(sorted((*signals, *more), key=lambda s: -s.snr))[: config.max_signals]
+    mask = _transits(series.time, signals)
     final = first
+    clean = ~first.outlier & np.isfinite(first.flux)
     if signals:
         final = detrend.detrend(
             series,
@@ -137,6 +200,25 @@ def analyse_star(series: StarSeries, config: FeaturesConfig) -> StarAnalysis:
                 series.time, final.flux, final.noise, frequencies, exclude=mask
             ),
         )
+    # confirm each signal on the final flux (the transits masked from the trend): a dip that
+    # the first trend made (at a gap, on a slope) does not survive
+    use = clean & ~edges
+    signals = tuple(
+        s
+        for s in signals
+        if search.box_fit(
+            series.time[use],
+            final.flux[use],
+            series.flux_err[use],
+            s.period,
+            s.t0,
+            s.duration,
+            mission=series.mission[use],
+            max_gap_days=config.max_gap_days,
+        ).snr
+        >= config.snr_threshold
+    )
+    mask = _transits(series.time, signals)
     singles = tuple(
         search.find_single_transits(
             series.time[clean],
