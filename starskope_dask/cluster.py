@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator, Mapping
-from typing import Protocol
+from collections.abc import Callable, Iterator, Mapping
+from typing import Protocol, TypeVar
 
 import dask
 from distributed import Client, LocalCluster
@@ -57,6 +57,31 @@ class ClusterSpec(Protocol):
     def resolved_scheduler_address(self) -> str | None:
         """An existing scheduler's address, or ``None`` for a new LocalCluster."""
         ...
+
+
+T = TypeVar("T")
+
+
+def with_own_client(config: ClusterSpec, stage: Callable[[Callable[[], Client]], T]) -> T:
+    """Run ``stage(get_client)`` where ``get_client()`` starts a client for ``config`` the first
+    time it is called (a stage with nothing to do starts none); the client and its
+    LocalCluster are closed afterwards, whatever happens.
+    """
+    clients: list[Client] = []
+
+    def get_client() -> Client:
+        if not clients:
+            clients.append(make_client(config))
+        return clients[0]
+
+    try:
+        return stage(get_client)
+    finally:
+        for client in clients:
+            cluster = getattr(client, "cluster", None)
+            client.close()
+            if cluster is not None:
+                cluster.close()
 
 
 def make_client(config: ClusterSpec) -> Client:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from starskope_dask.cluster import make_client
+from starskope_dask.cluster import with_own_client
 from starskope_dask.config import load_features_config, load_ingest_config
 from starskope_dask.discover import list_archive, write_manifest
 from starskope_dask.features.pipeline import open_features
@@ -103,15 +103,14 @@ def run_demo(
         logger.info("discovered %d products", len(frame))
         # one LocalCluster for both stages; features run inside the server's lifetime (the
         # stellar catalogue is in the simulated archive)
-        client = make_client(config)
-        try:
-            summary = run_with_client(config, client)
-            features_summary = run_features(features_config, client) if summary.n_stored else None
-        finally:
-            cluster = client.cluster
-            client.close()
-            if cluster is not None:
-                cluster.close()
+
+        def both_stages(get_client: Any) -> tuple[Any, Any]:
+            ingested = run_with_client(config, get_client())
+            if not ingested.n_stored:
+                return ingested, None
+            return ingested, run_features(features_config, get_client())
+
+        summary, features_summary = with_own_client(config, both_stages)
     cube = open_cube(str(store))
     multi = [
         int(s)

@@ -16,31 +16,39 @@ class ConfigError(StarskopeError, ValueError):
     """A configuration value is missing, of the wrong type, or out of range."""
 
 
-class ProductError(StarskopeError):
-    """A light-curve product could not be turned into a light curve.
+class InputError(StarskopeError):
+    """An input (a product, a catalogue) that cannot be used: its URL, what is wrong with it
+    and what to do.
 
     Parameters
     ----------
     url : str
-        The product that failed.
+        The input that failed.
     problem : str
         What is wrong with it.
     hint : str, optional
         What the user can do about it.
     """
 
+    #: Words before the URL in the message (``"stellar catalogue "``).
+    what = ""
+
     def __init__(self, url: str, problem: str, hint: str = "") -> None:
         self.url = url
         self.problem = problem
         self.hint = hint
-        message = f"{url}: {problem}"
+        message = f"{self.what}{url}: {problem}"
         if hint:
             message += f" ({hint})"
         super().__init__(message)
 
-    def __reduce__(self) -> tuple[type[ProductError], tuple[str, str, str]]:
+    def __reduce__(self) -> tuple[type[InputError], tuple[str, str, str]]:
         # Keep the error picklable so it can cross Dask worker boundaries intact.
         return (type(self), (self.url, self.problem, self.hint))
+
+
+class ProductError(InputError):
+    """A light-curve product could not be turned into a light curve."""
 
 
 class ProductNotFoundError(ProductError, FileNotFoundError):
@@ -95,30 +103,10 @@ class SimulationError(StarskopeError, ValueError):
     """Simulation parameters are invalid."""
 
 
-class CatalogError(StarskopeError, ValueError):
-    """A stellar catalogue table cannot be used: unreadable, or without ID or property columns.
+class CatalogError(InputError, ValueError):
+    """A stellar catalogue table cannot be used: unreadable, or without ID or property columns."""
 
-    Parameters
-    ----------
-    url : str
-        The catalogue.
-    problem : str
-        What is wrong with it.
-    hint : str, optional
-        What the user can do about it.
-    """
-
-    def __init__(self, url: str, problem: str, hint: str = "") -> None:
-        self.url = url
-        self.problem = problem
-        self.hint = hint
-        message = f"stellar catalogue {url}: {problem}"
-        if hint:
-            message += f" ({hint})"
-        super().__init__(message)
-
-    def __reduce__(self) -> tuple[type[CatalogError], tuple[str, str, str]]:
-        return (type(self), (self.url, self.problem, self.hint))
+    what = "stellar catalogue "
 
 
 class CatalogNotFoundError(CatalogError, FileNotFoundError):

@@ -745,19 +745,8 @@ def _gather(client: Any, bag: Any, label: str, progress: bool) -> list[dict[str,
 
 def run(config: IngestConfig, *, progress: bool = True) -> IngestSummary:
     """Ingest with a client of its own (a LocalCluster, or the configured scheduler)."""
-    from starskope_dask.cluster import make_client
+    from starskope_dask.cluster import with_own_client
 
-    clients: list[Any] = []
-
-    def start_client() -> Any:
-        clients.append(make_client(config))
-        return clients[0]
-
-    try:
-        return _ingest(config, start_client, progress=progress, on_chunk=None)
-    finally:
-        for client in clients:
-            cluster = getattr(client, "cluster", None)
-            client.close()
-            if cluster is not None:
-                cluster.close()
+    return with_own_client(
+        config, lambda get_client: _ingest(config, get_client, progress=progress, on_chunk=None)
+    )

@@ -658,22 +658,12 @@ def run(config: FeaturesConfig, *, progress: bool = True) -> FeaturesSummary:
     """Compute features with a client of its own (a LocalCluster, or the configured
     scheduler), started only when there is work.
     """
-    from starskope_dask.cluster import make_client
+    from starskope_dask.cluster import with_own_client
 
-    clients: list[Any] = []
-
-    def start_client() -> Any:
-        clients.append(make_client(config))
-        return clients[0]
-
-    try:
-        return _features(config, start_client, progress=progress, on_chunk=None)
-    finally:
-        for client in clients:
-            cluster = getattr(client, "cluster", None)
-            client.close()
-            if cluster is not None:
-                cluster.close()
+    return with_own_client(
+        config,
+        lambda get_client: _features(config, get_client, progress=progress, on_chunk=None),
+    )
 
 
 def open_features(out: str, storage_options: Mapping[str, Any] | None = None) -> Any:
