@@ -344,7 +344,7 @@ def _config_option(parser: Any) -> None:
     parser.add_argument(
         "--config",
         metavar="FILE",
-        help="YAML config file (sections read, grid, ingest, storage); "
+        help="YAML config file (sections read, grid, ingest, features, storage); "
         "DASK_STARSKOPE__SECTION__KEY variables apply too",
     )
 
