@@ -636,18 +636,29 @@ def grow_stars(
 
 
 def _grow_stars(group: Any, stars: pd.DataFrame) -> None:
-    n = len(stars)
-    for name in ("flux", "flux_err"):
-        array = group[name]
-        if array.shape[1] != n:
-            array.resize((array.shape[0], n, array.shape[2]))
     values = {"star": stars["star"].to_numpy(np.int64)}
     values.update({k: v[1] for k, v in _star_coords(stars).items()})
-    for name, column in values.items():
+    grow_star_dim(group, {"flux": 1, "flux_err": 1}, values)
+
+
+def grow_star_dim(
+    group: Any, arrays: Mapping[str, int], coords: Mapping[str, npt.NDArray[Any]]
+) -> None:
+    """Resize the ``star`` axis of ``arrays`` (name → axis) to the length of the star
+    coordinates, and write ``coords`` (name → values) whole.
+    """
+    n = len(next(iter(coords.values())))
+    for name, axis in arrays.items():
+        array = group[name]
+        if array.shape[axis] != n:
+            shape = list(array.shape)
+            shape[axis] = n
+            array.resize(tuple(shape))
+    for name, column in coords.items():
         array = group[name]
         if array.shape[0] != n:
             array.resize((n,))
-        array[:] = column
+        array[:] = np.asarray(column, array.dtype)
 
 
 RegionBlock = tuple[int, slice, slice, npt.NDArray[np.float32], npt.NDArray[np.float32]]

@@ -53,6 +53,7 @@ from starskope_dask.store import (
     acquire_lock,
     claim_store,
     consolidate,
+    grow_star_dim,
     quiet_zarr,
     read_chunk_records,
     read_cube_attrs,
@@ -346,26 +347,10 @@ def _grow_features(
     out: str, stars: pd.DataFrame, storage_options: Mapping[str, Any] | None
 ) -> None:
     """Extend the ``star`` dim to the cube's star table (a cube that gained stars)."""
-    n = len(stars)
+    coords = {name: stars[name].to_numpy() for name in ("star", "kic", "epic", "tic", "ra", "dec")}
     with store_io(out, "grow the features store in"):
         group = _zarr_open_group(out, storage_options, "r+")
-        for name in VARIABLES:
-            array = group[name]
-            if array.shape[0] != n:
-                array.resize((n, *array.shape[1:]))
-        columns = {
-            "star": "star",
-            "kic": "kic",
-            "epic": "epic",
-            "tic": "tic",
-            "ra": "ra",
-            "dec": "dec",
-        }
-        for name, column in columns.items():
-            array = group[name]
-            if array.shape[0] != n:
-                array.resize((n,))
-            array[:] = stars[column].to_numpy(array.dtype)
+        grow_star_dim(group, dict.fromkeys(VARIABLES, 0), coords)
 
 
 # ----------------------------------------------------------------------- driver
