@@ -388,9 +388,10 @@ def test_new_products_recompute_only_their_chunks(
     from starskope_dask.store import read_chunk_records
 
     full = list_archive(str(sim_archive))
-    # the first manifest lacks one star's TESS sectors (the largest TIC)
-    tess = full["mission"] == "TESS"
-    later = tess & (full["tic"] == full.loc[tess, "tic"].max())
+    # the first manifest lacks a star seen by TESS alone: the second adds a star to the cube
+    truth = pd.read_parquet(sim_archive / "truth" / "stars.parquet")
+    tess_only = truth.loc[truth["missions"] == "TESS", "tic"].max()
+    later = (full["tic"] == tess_only).fillna(False).astype(bool)
     first = full[~later]
     m1, m2 = str(tmp_path / "m1.parquet"), str(tmp_path / "m2.parquet")
     write_manifest(first, m1)
@@ -400,6 +401,7 @@ def test_new_products_recompute_only_their_chunks(
     config = load_features_config(store, out, stellar="none")
     run_with_client(config, client, progress=False)
     before = read_chunk_records(store)
+    n_before = xr.open_zarr(store, zarr_format=3).sizes["star"]
     ingest(load_ingest_config(m2, store, star_chunk=4), client, progress=False)
     after = read_chunk_records(store)
     changed = {c for c in after if after[c]["products"] != before.get(c, {}).get("products")}
@@ -410,3 +412,7 @@ def test_new_products_recompute_only_their_chunks(
     records = read_chunk_records(out)
     for chunk in changed:
         assert records[chunk]["products"] == after[chunk]["products"]
+    # the features store follows the cube's star dim (it grows when the cube gains stars)
+    features, cube = xr.open_zarr(out, zarr_format=3), xr.open_zarr(store, zarr_format=3)
+    assert features.sizes["star"] == cube.sizes["star"] == n_before + 1
+    np.testing.assert_array_equal(features["tic"].values, cube["tic"].values)
