@@ -257,6 +257,7 @@ def cmd_features(args: argparse.Namespace) -> int:
         n_workers=args.workers,
         stars=tuple(s for item in args.stars or () for s in item.split(",") if s.strip()) or None,
         stellar=args.stellar,
+        ephemerides=args.ephemerides,
     )
     logging.getLogger("starskope_dask").setLevel(logging.INFO)
     summary = run(config, progress=not args.quiet)
@@ -487,6 +488,12 @@ def register(sub: Any) -> None:
     )
     features.add_argument(
         "--stellar", help="stellar properties: mast | none | URL of a catalogue table"
+    )
+    features.add_argument(
+        "--ephemerides",
+        metavar="URL",
+        help="fold at these instead of searching: a CSV/Parquet table with star|tic|kic|epic, "
+        "period, t0 (BJD_TDB), duration (days)",
     )
     _config_option(features)
     features.add_argument("--json", action="store_true", help="also print the summary as JSON")

@@ -478,6 +478,10 @@ class FeaturesConfig:
         Source of stellar properties: ``"mast"`` (the TIC via astroquery, cached), ``"none"``,
         or the URL of a catalogue table (Parquet/CSV with TIC-named columns, as the simulator
         writes at ``catalog/tic.parquet``).
+    ephemerides : str
+        URL of a table (CSV or Parquet) of ephemerides to fold at instead of searching: a
+        star column (``star``, ``tic``, ``kic`` or ``epic``) and ``period``, ``t0``
+        (BJD_TDB) and ``duration`` (days); the stars it names get those signals, measured.
     n_workers, threads_per_worker, memory_limit, scheduler_address
         The cluster, as for ingest.
 
@@ -510,6 +514,7 @@ class FeaturesConfig:
     local_half_width_durations: float = 4.0
     min_points: int = 100
     stellar: str = "mast"
+    ephemerides: str = ""
     n_workers: int = 2
     threads_per_worker: int = 1
     memory_limit: str | int = "2GiB"
@@ -517,7 +522,7 @@ class FeaturesConfig:
     storage: StorageConfig = dataclasses.field(default_factory=StorageConfig)
 
     def __post_init__(self) -> None:
-        for name in ("store", "out", "stellar"):
+        for name in ("store", "out", "stellar", "ephemerides"):
             if not isinstance(getattr(self, name), str):
                 raise _invalid(f"features.{name}", "a URL or path (a string)", getattr(self, name))
         stars = self.stars

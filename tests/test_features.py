@@ -416,3 +416,41 @@ def test_new_products_recompute_only_their_chunks(
     features, cube = xr.open_zarr(out, zarr_format=3), xr.open_zarr(store, zarr_format=3)
     assert features.sizes["star"] == cube.sizes["star"] == n_before + 1
     np.testing.assert_array_equal(features["tic"].values, cube["tic"].values)
+
+
+def test_user_ephemerides(
+    sim_run: tuple[str, str], sim_archive: Path, client: object, tmp_path: Path
+) -> None:
+    store, _ = sim_run
+    truth = pd.read_parquet(sim_archive / "truth" / "stars.parquet")
+    planet = truth[(truth["label"] == "planet") & truth["tic"].notna()].iloc[0]
+    table = tmp_path / "ephemerides.csv"
+    pd.DataFrame(
+        {
+            "tic": [int(planet["tic"]), 1],  # the second names no star of the cube: a warning
+            "period": [planet["period"], 3.0],
+            "t0": [planet["epoch"], 2458000.0],
+            "duration": [planet["duration_hours"] / 24, 0.1],
+        }
+    ).to_csv(table, index=False)
+    out = str(tmp_path / "given.zarr")
+    config = load_features_config(
+        store, out, stellar="none", ephemerides=str(table), stars=(f"tic:{int(planet['tic'])}",)
+    )
+    run_with_client(config, client, progress=False)
+    ds = xr.open_zarr(out, zarr_format=3)
+    row = int(np.flatnonzero(ds["tic"].values == int(planet["tic"]))[0])
+    assert float(ds["period"].values[row, 0]) == pytest.approx(planet["period"])
+    assert int(ds["n_signals"].values[row]) == 1
+    assert np.isfinite(ds["local_view"].values[row, 0]).any()
+    # a table without the columns is a config error naming it
+    bad = tmp_path / "bad.csv"
+    bad.write_text("name,p\nx,1\n")
+    with pytest.raises(ConfigError, match=r"bad\.csv.*star column"):
+        run_with_client(
+            load_features_config(
+                store, str(tmp_path / "b.zarr"), stellar="none", ephemerides=str(bad)
+            ),
+            client,
+            progress=False,
+        )

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -145,9 +145,47 @@ def _transits(
     return mask
 
 
-def analyse_star(series: StarSeries, config: FeaturesConfig) -> StarAnalysis:
+def given_signals(
+    series: StarSeries,
+    flux: npt.NDArray[np.float64],
+    ephemerides: Sequence[tuple[float, float, float]],
+    max_gap_days: float,
+) -> tuple[search.TransitSignal, ...]:
+    """Signals at a user's ephemerides (period, t0, duration), measured by a box fit."""
+    signals = []
+    for period, t0, duration in ephemerides:
+        fit = search.box_fit(
+            series.time, flux, series.flux_err, period, t0, duration,
+            mission=series.mission, max_gap_days=max_gap_days,
+        )  # fmt: skip
+        signals.append(
+            search.TransitSignal(
+                period=period,
+                period_err=float("nan"),
+                t0=t0,
+                duration=duration,
+                depth=fit.depth,
+                depth_err=fit.depth_err,
+                snr=fit.snr,
+                sde=float("nan"),
+                false_alarm_probability=float("nan"),
+                n_transits=fit.n_transits,
+                n_in_transit=fit.n_in_transit,
+                missions_used=fit.missions_used,
+                red_noise_factor=fit.red_noise_factor,
+            )
+        )
+    return tuple(signals)
+
+
+def analyse_star(
+    series: StarSeries,
+    config: FeaturesConfig,
+    ephemerides: Sequence[tuple[float, float, float]] = (),
+) -> StarAnalysis:
     """Detrend, search (a short window for all periods, a long one for long periods), re-detrend
     with the transits masked and confirm each signal on it, find single transits, spectra.
+    With ``ephemerides`` (period, t0, duration) the search is replaced by those signals.
     """
     first = detrend.detrend(
         series,
@@ -158,13 +196,21 @@ def analyse_star(series: StarSeries, config: FeaturesConfig) -> StarAnalysis:
     edges = segment_edges(series, config.max_gap_days, config.edge_days)
     use = ~first.outlier & np.isfinite(first.flux) & ~edges
     frequencies: list[float] = []
-    signals = _search_with_prewhitening(
-        series.time[use], first.flux[use], series.flux_err[use], series.mission[use],
-        first.noise[use], config, config.min_period_days, frequencies, series.baseline_days,
-    )  # fmt: skip
+    if ephemerides:
+        signals = given_signals(
+            series.subset(use), first.flux[use], ephemerides[: config.max_signals],
+            config.max_gap_days,
+        )  # fmt: skip
+    else:
+        signals = _search_with_prewhitening(
+            series.time[use], first.flux[use], series.flux_err[use], series.mission[use],
+            first.noise[use], config, config.min_period_days, frequencies, series.baseline_days,
+        )  # fmt: skip
     long_window = config.long_detrend_window_days
-    if long_window > config.detrend_window_days and (
-        config.max_period_days > config.long_period_min_days
+    if (
+        not ephemerides
+        and long_window > config.detrend_window_days
+        and config.max_period_days > config.long_period_min_days
     ):
         # long transits (half a day at 300 d) lose depth to a 0.75-day window: search long
         # periods again on a wider one, with the transits found so far left out
@@ -206,7 +252,8 @@ def analyse_star(series: StarSeries, config: FeaturesConfig) -> StarAnalysis:
     signals = tuple(
         s
         for s in signals
-        if search.box_fit(
+        if ephemerides  # a user's ephemeris is kept, however weak
+        or search.box_fit(
             series.time[use],
             final.flux[use],
             series.flux_err[use],
@@ -251,6 +298,7 @@ def star_features(
     series: StarSeries,
     config: FeaturesConfig,
     stellar: Mapping[str, float],
+    ephemerides: Sequence[tuple[float, float, float]] = (),
 ) -> tuple[dict[str, Any], str]:
     """Every feature of one star (arrays without the ``star`` dim) and a reason ("" if none).
 
@@ -273,7 +321,7 @@ def star_features(
             f"too little data: {series.size} observed grid steps, features need "
             f"{config.min_points} (features.min_points)"
         )
-    analysis = analyse_star(series, config)
+    analysis = analyse_star(series, config, ephemerides)
     values.update(_signal_values(analysis, config))
     values.update(_single_values(analysis))
     values.update(_spectral_values(analysis, config))

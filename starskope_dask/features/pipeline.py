@@ -106,6 +106,10 @@ class FeaturesSummary:
         return dataclasses.asdict(self)
 
 
+Ephemeris = tuple[float, float, float]
+"""A user's ephemeris: period (d), t0 (BJD_TDB), duration (d)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class ChunkFeaturesTask:
     """One star chunk's work: where to read, what to compute, where to write."""
@@ -124,6 +128,7 @@ class ChunkFeaturesTask:
     parameters_hash: str
     stellar: Mapping[int, Mapping[str, float]]  # star row → catalogue properties
     storage_options: Mapping[str, Any]
+    ephemerides: Mapping[int, tuple[Ephemeris, ...]] = dataclasses.field(default_factory=dict)
 
 
 def parameters_hash(config: FeaturesConfig) -> str:
@@ -217,7 +222,9 @@ def features_chunk(task: ChunkFeaturesTask) -> dict[str, Any]:
     for row in task.rows:
         local = row - task.star_start
         try:
-            values, reason = star_features(series[row], task.config, task.stellar.get(row, {}))
+            values, reason = star_features(
+                series[row], task.config, task.stellar.get(row, {}), task.ephemerides.get(row, ())
+            )
         except Exception as exc:  # one star never ends the chunk: it is recorded
             logger.exception("features of star %d failed", row)
             values, reason = {"status": np.int8(STATUS_FAILED)}, f"{type(exc).__name__}: {exc}"
@@ -397,6 +404,78 @@ def select_stars(stars: pd.DataFrame, wanted: Sequence[str]) -> list[int]:
     return sorted(set(rows))
 
 
+def read_ephemerides(
+    url: str, stars: pd.DataFrame, storage_options: Mapping[str, Any] | None = None
+) -> dict[int, tuple[Ephemeris, ...]]:
+    """Read a table of ephemerides and match its rows to the cube's stars.
+
+    Returns
+    -------
+    dict
+        Star row → its ephemerides, in the table's order. Rows naming a star the cube does
+        not hold are left out with a warning.
+
+    Raises
+    ------
+    ConfigError
+        If the table cannot be read, lacks a star column or ``period``, ``t0``, ``duration``,
+        or holds a value that is not a positive period or duration or a finite time (the
+        message names the table and the row).
+    """
+    import fsspec
+
+    try:
+        with fsspec.open(url, "rb", **dict(storage_options or {})) as fh:
+            table = pd.read_parquet(fh) if url.endswith(".parquet") else pd.read_csv(fh)
+    except Exception as exc:
+        raise ConfigError(
+            f"features.ephemerides {url}: cannot be read ({type(exc).__name__}: {exc}); give a "
+            "CSV or Parquet table with columns star|tic|kic|epic, period, t0, duration"
+        ) from exc
+    table.columns = [str(c).strip().lower() for c in table.columns]
+    id_column = next((c for c in ("star", "tic", "kic", "epic") if c in table.columns), None)
+    missing = [c for c in ("period", "t0", "duration") if c not in table.columns]
+    if id_column is None or missing:
+        raise ConfigError(
+            f"features.ephemerides {url}: needs a star column (star, tic, kic or epic) and "
+            f"period, t0, duration; missing {missing or ['a star column']}"
+        )
+    found: dict[int, list[Ephemeris]] = {}
+    unknown = []
+    for number, row in enumerate(table.itertuples(index=False), start=1):
+        values = row._asdict()
+        period, t0, duration = (
+            pd.to_numeric(values[k], errors="coerce") for k in ("period", "t0", "duration")
+        )
+        if not (
+            np.isfinite(period)
+            and period > 0
+            and np.isfinite(t0)
+            and np.isfinite(duration)
+            and 0 < duration < period
+        ):
+            raise ConfigError(
+                f"features.ephemerides {url}, row {number}: period {values['period']!r}, t0 "
+                f"{values['t0']!r}, duration {values['duration']!r} are not a positive period, a "
+                "finite BJD_TDB and a duration between 0 and the period (days)"
+            )
+        ident = pd.to_numeric(values[id_column], errors="coerce")
+        matches = stars.loc[stars[id_column] == ident, "star"] if np.isfinite(ident) else []
+        if len(matches) == 0:
+            unknown.append(f"{id_column} {values[id_column]}")
+            continue
+        for star in matches:
+            found.setdefault(int(star), []).append((float(period), float(t0), float(duration)))
+    if unknown:
+        logger.warning(
+            "features.ephemerides %s: %d rows name stars the cube does not hold (%s)",
+            url,
+            len(unknown),
+            ", ".join(unknown[:5]),
+        )
+    return {star: tuple(e) for star, e in found.items()}
+
+
 def _attrs(config: FeaturesConfig, cube_attrs: Mapping[str, Any], digest: str) -> dict[str, Any]:
     return {
         "title": "starskope_dask features",
@@ -453,6 +532,7 @@ def _features(
         raise StoreError(f"cube {store} has no star table: run `starskope ingest` first")
     ingest_markers = read_chunk_records(store, options)
     wanted = select_stars(stars, config.stars)
+    given = read_ephemerides(config.ephemerides, stars, options) if config.ephemerides else {}
     claim_store(out, options, FEATURES_FORMAT)
     lock = acquire_lock(out, options)
     clients: list[Any] = []
@@ -471,6 +551,7 @@ def _features(
             _grow_features(out, stars, options)
         done = {} if fresh else read_chunk_records(out, options)
         tasks = _plan(
+            given,
             config,
             store,
             out,
@@ -521,6 +602,7 @@ def _features(
 
 
 def _plan(
+    given: Mapping[int, tuple[Ephemeris, ...]],
     config: FeaturesConfig,
     store: str,
     out: str,
@@ -603,6 +685,7 @@ def _plan(
                 parameters_hash=digest,
                 stellar={r: stellar.get(r, {}) for r in rows},
                 storage_options=options,
+                ephemerides={r: given[r] for r in rows if r in given},
             )
         )
     return tasks
