@@ -603,9 +603,27 @@ def create_schema(
         "add_offset": layout.grid.start_bjd + 0.5 * layout.grid.cadence_days,
         "_FillValue": None,
     }
+    write_schema(store, dataset, encoding, CUBE_KEYS, storage_options, "create the cube in")
+
+
+def write_schema(
+    store: str,
+    dataset: Any,
+    encoding: Mapping[str, Any],
+    own_keys: Sequence[str],
+    storage_options: Mapping[str, Any] | None = None,
+    action: str = "create the schema in",
+) -> None:
+    """Write a Dataset's metadata and coordinates (``compute=False``: no data chunks) after
+    removing the store's earlier arrays: only ``own_keys`` (a half-made or outdated cube or
+    features store), never anything else under the store, and not its state
+    (``_starskope/``: the lock, staged products). ``mode="w"`` would take all.
+    """
     target, kwargs = _zarr_target(store, storage_options)
-    with store_io(store, "create the cube in"), quiet_zarr():
-        _remove_cube_arrays(store, storage_options)
+    with store_io(store, action), quiet_zarr():
+        fs, root = _fs(store, storage_options)
+        for name in set(_entries(fs, root)) & set(own_keys):
+            fs.rm(_join(root, name), recursive=True)
         dataset.to_zarr(
             target,
             mode="a",
@@ -615,16 +633,6 @@ def create_schema(
             encoding=encoding,
             **kwargs,
         )
-
-
-def _remove_cube_arrays(store: str, storage_options: Mapping[str, Any] | None) -> None:
-    """Remove a half-made cube (a run killed before its star table was written): only the
-    cube's own keys (:data:`CUBE_KEYS`), never anything else under the store, and not the
-    ingest state (``_starskope/``: the lock, staged products). ``mode="w"`` would take all.
-    """
-    fs, root = _fs(store, storage_options)
-    for name in set(_entries(fs, root)) & set(CUBE_KEYS):
-        fs.rm(_join(root, name), recursive=True)
 
 
 def grow_stars(
@@ -749,6 +757,19 @@ def remove_chunk_record(
         fs, path = _fs(url, storage_options)
         with contextlib.suppress(FileNotFoundError):
             fs.rm_file(path)
+
+
+def remove_chunk_records(
+    store: str,
+    storage_options: Mapping[str, Any] | None = None,
+    folder: ChunkFolder = "done",
+) -> None:
+    """Remove every done-marker (or pending record) of a store, if there are any."""
+    url = _join(store, STATE_DIR, folder)
+    with store_io(url, "remove"):
+        fs, path = _fs(url, storage_options)
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
 
 
 def clear_time_chunks(

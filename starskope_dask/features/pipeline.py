@@ -45,9 +45,6 @@ from starskope_dask.features.series import StarSeries
 from starskope_dask.records import MISSIONS
 from starskope_dask.store import (
     FEATURES_FORMAT,
-    STATE_DIR,
-    _fs,
-    _join,
     _zarr_open_group,
     _zarr_target,
     acquire_lock,
@@ -59,11 +56,13 @@ from starskope_dask.store import (
     read_cube_attrs,
     read_table,
     release_lock,
+    remove_chunk_records,
     remove_temporary_files,
     state_url,
     store_io,
     write_bytes,
     write_chunk_record,
+    write_schema,
 )
 
 logger = logging.getLogger(__name__)
@@ -322,32 +321,11 @@ def create_features_schema(
     dataset["frequency"].attrs.update(units="1/d", long_name="frequency (cycles per day)")
     dataset["global_phase"].attrs.update(units="1", long_name="orbital phase")
     dataset["local_phase"].attrs.update(units="transit durations", long_name="time from t0")
-    target, kwargs = _zarr_target(out, storage_options)
-    with store_io(out, "create the features store in"), quiet_zarr():
-        _remove_feature_arrays(out, storage_options)
-        dataset.to_zarr(
-            target,
-            mode="a",
-            compute=False,
-            zarr_format=3,
-            consolidated=False,
-            encoding=encoding,
-            **kwargs,
-        )
-
-
-def _remove_feature_arrays(out: str, storage_options: Mapping[str, Any] | None) -> None:
-    """Remove only the features store's own keys (:data:`FEATURE_KEYS`) and done-markers."""
-    fs, root = _fs(out, storage_options)
-    try:
-        entries = {p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False)}
-    except FileNotFoundError:
-        return
-    for name in entries & set(FEATURE_KEYS):
-        fs.rm(_join(root, name), recursive=True)
-    done = _join(root, STATE_DIR, "done")
-    if fs.exists(done):
-        fs.rm(done, recursive=True)
+    write_schema(
+        out, dataset, encoding, FEATURE_KEYS, storage_options, "create the features store in"
+    )
+    # the done-markers were of the old arrays
+    remove_chunk_records(out, storage_options)
 
 
 def _grow_features(
