@@ -116,6 +116,7 @@ def plot_star_page(
     import matplotlib.pyplot as plt
 
     from starskope_dask.config import FeaturesConfig
+    from starskope_dask.features import search
     from starskope_dask.features.compute import analyse_star, periodogram
     from starskope_dask.features.series import star_series
     from starskope_dask.store import open_cube
@@ -166,13 +167,16 @@ def plot_star_page(
             series.time[clean] - offset, analysis.detrended.flux[clean], ".", ms=1, color="0.3"
         )
         for i, signal in enumerate(analysis.signals):
-            n = np.arange(
-                np.ceil((series.time[0] - signal.t0) / signal.period),
-                np.floor((series.time[-1] - signal.t0) / signal.period) + 1,
+            # mark the transits that have data (not the years between missions)
+            observed = series.time[
+                search.transit_mask(series.time, signal.period, signal.t0, signal.duration)
+            ]
+            mids = np.unique(
+                signal.t0 + np.round((observed - signal.t0) / signal.period) * signal.period
             )
             ax_flat.plot(
-                signal.t0 + n * signal.period - offset,
-                np.full(n.size, np.nanmin(analysis.detrended.flux[clean])),
+                mids - offset,
+                np.full(mids.size, np.nanmin(analysis.detrended.flux[clean])),
                 "^",
                 ms=4,
                 color=f"C{i + 1}",

@@ -454,11 +454,22 @@ def read_ephemerides(
     return {star: tuple(e) for star, e in found.items()}
 
 
+def cube_reference(store: str) -> str:
+    """The cube's URL as the features store records it: absolute for a local path (so that
+    ``starskope plot`` finds it from any folder).
+    """
+    from starskope_dask.fetch import local_path, url_protocol
+
+    if url_protocol(store) == "file":
+        return str(local_path(store).resolve())
+    return store.rstrip("/")
+
+
 def _attrs(config: FeaturesConfig, cube_attrs: Mapping[str, Any], digest: str) -> dict[str, Any]:
     return {
         "title": "starskope_dask features",
         "starskope_version": __version__,
-        "cube": config.store,
+        "cube": cube_reference(config.store),
         "cube_grid_start_bjd": cube_attrs.get("grid_start_bjd"),
         "cube_grid_cadence_days": cube_attrs.get("grid_cadence_days"),
         "cube_flux_kind": cube_attrs.get("flux_kind"),
@@ -518,7 +529,9 @@ def _features(
         remove_temporary_files(out, options)
         digest = parameters_hash(config)
         existing = read_cube_attrs(out, options)
-        fresh = existing.get("parameters_hash") != digest or existing.get("cube") != config.store
+        fresh = existing.get("parameters_hash") != digest or existing.get("cube") != cube_reference(
+            config.store
+        )
         if fresh:
             if existing:
                 logger.info("parameters or cube changed: every star's features are recomputed")
