@@ -19,7 +19,14 @@ from typing import Any
 
 from starskope_dask import __version__
 from starskope_dask.commands import emit, emit_error, one_line
-from starskope_dask.errors import ConfigError, ProductError, SimulationError, StarskopeError
+from starskope_dask.errors import (
+    ConfigError,
+    LabelError,
+    ModelMismatchError,
+    ProductError,
+    SimulationError,
+    StarskopeError,
+)
 
 logger = logging.getLogger("starskope_dask")
 
@@ -133,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _exit_code(exc: BaseException) -> int:
     """The documented exit code of an error (see :data:`EXIT_CODES`)."""
-    if isinstance(exc, ConfigError | SimulationError):
+    if isinstance(exc, ConfigError | SimulationError | LabelError | ModelMismatchError):
         return EXIT_USAGE
     if isinstance(exc, ProductError):
         return EXIT_PARTIAL

@@ -310,12 +310,127 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    """Features and labels to a trained model."""
+    from starskope_dask.config import load_train_config
+    from starskope_dask.train.pipeline import run
+
+    config = load_train_config(
+        args.features,
+        args.labels or "",
+        args.out or "",
+        args.config,
+        model=args.model,
+        search=args.search,
+        unsupervised=args.unsupervised,
+        seed=args.seed,
+        epochs=args.epochs,
+        scheduler_address=args.scheduler,
+        n_workers=args.workers,
+    )
+    logging.getLogger("starskope_dask").setLevel(logging.INFO)
+    summary = run(config).as_dict()
+    validation = summary["validation"]
+    emit(
+        f"model {summary['out']}: {summary['model']} on {summary['n_labelled']} labelled of "
+        f"{summary['n_examples']} signals; validation ROC-AUC {_fmt(validation['roc_auc'])}, "
+        f"AP {_fmt(validation['average_precision'])}; threshold {summary['threshold']:.3f} "
+        f"(validation precision 0.95); {summary['n_trials']} trials; {summary['seconds']:.1f} s"
+    )
+    for name, counts in summary["counts"].items():
+        emit(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    emit(f"evaluate on the test split: starskope evaluate {summary['out']}")
+    if args.json:
+        emit(json.dumps(summary, default=str))
+    return 0
+
+
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None else f"{float(value):.4f}"
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """A model's test split (or other labelled features): metrics.json and plots."""
+    from starskope_dask.config import load_storage_config
+    from starskope_dask.train.pipeline import EvaluateConfig, evaluate
+
+    if bool(args.features) != bool(args.labels):
+        from starskope_dask.errors import ConfigError
+
+        raise ConfigError("evaluate takes FEATURES and --labels together (or neither)")
+    storage = load_storage_config(config_file=args.config)
+    logging.getLogger("starskope_dask").setLevel(logging.INFO)
+    metrics = evaluate(
+        EvaluateConfig(
+            model=args.model,
+            features=args.features or "",
+            labels=args.labels or "",
+            out=args.out or "",
+        ),
+        storage,
+    )
+    rap = metrics.get("recall_at_precision") or {}
+    emit(
+        f"{metrics['model']} on {metrics['evaluated_on']}: {metrics['n']} signals "
+        f"({metrics['n_positive']} planets); ROC-AUC {_fmt(metrics['roc_auc'])}, "
+        f"AP {_fmt(metrics['average_precision'])}, "
+        + ", ".join(f"recall at precision {p} {_fmt(_recall(v))}" for p, v in rap.items())
+    )
+    confusion = metrics.get("confusion") or {}
+    if confusion:
+        emit(
+            "at threshold {:.3f}: tp {} fp {} tn {} fn {}".format(
+                float(metrics["threshold"]), *(confusion.get(k) for k in ("tp", "fp", "tn", "fn"))
+            )
+        )
+    emit(f"written to {metrics['out']}: {', '.join(metrics['files'])}")
+    if args.json:
+        emit(json.dumps(metrics, default=str))
+    return 0
+
+
+def _recall(value: Any) -> Any:
+    return value.get("recall") if isinstance(value, dict) else value
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Score every detected signal of a features store with a trained model."""
+    from starskope_dask.config import load_storage_config
+    from starskope_dask.train.pipeline import predict
+
+    storage = load_storage_config(config_file=args.config)
+    logging.getLogger("starskope_dask").setLevel(logging.INFO)
+    ranked = predict(args.model, args.features, args.output, storage)
+    emit(
+        f"{len(ranked)} signals scored, {int(ranked['candidate'].sum())} candidates: {args.output}"
+    )
+    for row in ranked.head(args.top).itertuples():
+        ids = " ".join(
+            f"{n.upper()} {getattr(row, n)}"
+            for n in ("kic", "epic", "tic")
+            if not _missing(getattr(row, n))
+        )
+        emit(
+            f"  {row.rank:>4} star {row.star} [{ids}] P={row.period:.5f} d "
+            f"SNR={row.snr:.1f} score={row.score:.3f}"
+        )
+    return 0
+
+
+def _missing(value: Any) -> bool:
+    import pandas as pd
+
+    return bool(pd.isna(value))
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """The embedded main job: local S3 server, simulated archive, discover, ingest, plot."""
     from starskope_dask.demo import run_demo
 
     logging.getLogger("starskope_dask").setLevel(logging.INFO)
-    result = run_demo(args.out, n_stars=args.stars, seed=args.seed, n_workers=args.workers)
+    result = run_demo(
+        args.out, n_stars=args.stars, seed=args.seed, n_workers=args.workers, model=args.model
+    )
     emit(_summary_text(result["summary"]))
     plot = result["plot"] or "none (no star was stored)"
     emit(f"manifest: {result['manifest']}\nstore: {result['store']}\nplot: {plot}")
@@ -327,6 +442,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
         for page in result["pages"]:
             emit(f"star page: {page}")
+    if result.get("test"):
+        test = result["test"]
+        emit(
+            f"model: {result['train_summary']['out']} ({result['train_summary']['model']}); "
+            f"test split: {test['n']} signals, {test['n_positive']} planets, ROC-AUC "
+            f"{_fmt(test['roc_auc'])}, AP {_fmt(test['average_precision'])}; ROC curve: "
+            f"{result['roc']}"
+        )
+        emit(f"candidates (every signal, ranked): {result['candidates']}")
+        for row in result["top"]:
+            emit(
+                f"  {row['rank']:>3} star {row['star']} P={row['period']:.4f} d "
+                f"SNR={row['snr']:.1f} score={row['score']:.3f}"
+            )
     return 0 if result["summary"]["n_failed"] == 0 else 1
 
 
@@ -515,6 +644,60 @@ def register(sub: Any) -> None:
     _config_option(plot)
     plot.set_defaults(func=cmd_plot)
 
+    train = _parser(
+        sub,
+        "train",
+        "features + labels to a trained model (split by star; search; distributed)",
+        "0 trained; 2 bad config, labels that give no usable classes or an unreachable\n"
+        "--scheduler; 3 the features or the model folder cannot be read or written.",
+    )
+    train.add_argument("features", metavar="FEATURES", help="features store (path or s3://)")
+    train.add_argument(
+        "--labels", help="truth:SIM_URL | koi:CSV | toi:CSV | k2:CSV | csv:URL (ID + label)"
+    )
+    train.add_argument("--out", help="model folder: local path or s3:// URL")
+    train.add_argument("--model", help="cnn | spectrogram-cnn | gbt | logistic (default cnn)")
+    train.add_argument("--search", type=int, help="hyper-parameter trials (default 0)")
+    train.add_argument("--unsupervised", help="none | rbm | autoencoder (gbt, logistic)")
+    train.add_argument("--seed", type=int, help="split and training seed")
+    train.add_argument("--epochs", type=int, help="most CNN epochs (early stopping)")
+    train.add_argument("--scheduler", help="Dask scheduler address (or DASK_SCHEDULER_ADDRESS)")
+    train.add_argument("--workers", type=int, help="LocalCluster worker processes")
+    _config_option(train)
+    train.add_argument("--json", action="store_true", help="also print the summary as JSON")
+    train.set_defaults(func=cmd_train)
+
+    evaluate = _parser(
+        sub,
+        "evaluate",
+        "a model on its test split (or on other labelled features): metrics.json, plots",
+        "0 evaluated; 2 labels or features that do not fit the model; 3 the model or the\n"
+        "features cannot be read, or --out cannot be written.",
+    )
+    evaluate.add_argument("model", metavar="MODEL_URL")
+    evaluate.add_argument("features", nargs="?", metavar="FEATURES", help="other features")
+    evaluate.add_argument("--labels", help="labels of FEATURES (as for train)")
+    evaluate.add_argument("--out", help="folder for metrics.json and PNGs (MODEL_URL/evaluation)")
+    _config_option(evaluate)
+    evaluate.add_argument("--json", action="store_true", help="also print the metrics as JSON")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    predict = _parser(
+        sub,
+        "predict",
+        "score every detected signal of a features store, ranked",
+        "0 scored; 2 features whose schema or grid do not fit the model; 3 the model or the\n"
+        "features cannot be read, or -o cannot be written.",
+    )
+    predict.add_argument("model", metavar="MODEL_URL")
+    predict.add_argument("features", metavar="FEATURES")
+    predict.add_argument(
+        "-o", "--output", required=True, help="scores: .csv or Parquet (path or s3://)"
+    )
+    predict.add_argument("--top", type=int, default=10, help="candidates to print (default 10)")
+    _config_option(predict)
+    predict.set_defaults(func=cmd_predict)
+
     demo = _parser(
         sub,
         "demo",
@@ -522,7 +705,10 @@ def register(sub: Any) -> None:
         "0 done; 1 some products failed; 2 bad arguments; 3 --out cannot be written.",
     )
     demo.add_argument("--out", default="starskope-demo", help="output folder")
-    demo.add_argument("--stars", type=int, default=24)
+    demo.add_argument("--stars", type=int, default=120)
+    demo.add_argument(
+        "--model", default="gbt", help="model to train: gbt (default) | logistic | cnn | ..."
+    )
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--workers", type=int, default=2)
     demo.set_defaults(func=cmd_demo)

@@ -134,6 +134,12 @@ class StorageConfig:
             return self.http_options()
         return {}
 
+    def options_for_url(self, url: str) -> dict[str, Any]:
+        """Fsspec options for ``url`` (by its protocol; local paths get none)."""
+        from starskope_dask.fetch import url_protocol
+
+        return self.options_for(url_protocol(url))
+
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
@@ -607,8 +613,157 @@ def _check_cluster_fields(section: str, config: Any) -> None:
         )
 
 
+#: Model kinds ``train`` builds.
+MODEL_KINDS = ("cnn", "spectrogram-cnn", "gbt", "logistic")
+#: Unsupervised spectrogram features the scalar models can add.
+UNSUPERVISED_KINDS = ("none", "rbm", "autoencoder")
+_TRAIN_INT_RANGES = {
+    "search": (0, 10000),
+    "seed": (0, 2**31 - 1),
+    "epochs": (1, 10000),
+    "batch_size": (1, 65536),
+    "patience": (1, 1000),
+    "filters": (1, 1024),
+    "dense_units": (1, 8192),
+    "gbt_max_iter": (1, 100000),
+    "gbt_max_leaf_nodes": (2, 4096),
+    "latent_dim": (1, 1024),
+}
+_TRAIN_REAL_RANGES = {
+    "val_fraction": (0.01, 0.5),
+    "test_fraction": (0.01, 0.5),
+    "learning_rate": (1e-6, 1.0),
+    "dropout": (0.0, 0.9),
+    "l2": (0.0, 1.0),
+    "gbt_learning_rate": (1e-4, 1.0),
+    "logistic_c": (1e-6, 1e6),
+    "period_tolerance": (1e-6, 0.2),
+    "stellar_dropout": (0.0, 1.0),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs: features, labels, the model, the split, the cluster.
+
+    Attributes
+    ----------
+    features : str
+        URL of the features store.
+    labels : str
+        Label source: ``truth:SIM_URL``, ``koi:CSV``, ``toi:CSV``, ``k2:CSV``, ``csv:URL``.
+    out : str
+        URL of the model folder to write (local or ``s3://``).
+    model : str
+        One of :data:`MODEL_KINDS`.
+    search : int
+        Hyper-parameter trials (one Dask task each, scored on the validation split); 0 trains
+        the configured hyper-parameters once.
+    unsupervised : str
+        Spectrogram features learnt without labels (``rbm``, ``autoencoder``) added to the
+        scalar models' inputs; ``none``.
+    val_fraction, test_fraction : float
+        Shares of each class's stars in the validation and test splits.
+    seed : int
+        Seed of the split, the initialisation and the search.
+    epochs, batch_size, learning_rate, patience, filters, dense_units, dropout, l2
+        CNN training (early stopping on the validation ROC-AUC after ``patience`` epochs).
+    gbt_max_iter, gbt_learning_rate, gbt_max_leaf_nodes, logistic_c
+        The baselines' hyper-parameters.
+    latent_dim : int
+        Size of the unsupervised features.
+    period_tolerance : float
+        Relative period tolerance that matches a detected signal to a catalogue entry.
+    stellar_dropout : float
+        Share of the training examples whose stellar properties are hidden (as for a star
+        the TIC does not describe), so that the model also works without them.
+    distributed : str
+        ``auto``: CNNs train data-parallel across the workers when there are two or more;
+        ``off``: on one worker.
+    n_workers, threads_per_worker, memory_limit, scheduler_address
+        The cluster, as for ingest.
+    """
+
+    features: str = ""
+    labels: str = ""
+    out: str = ""
+    model: str = "cnn"
+    search: int = 0
+    unsupervised: str = "none"
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    seed: int = 0
+    epochs: int = 30
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    patience: int = 5
+    filters: int = 16
+    dense_units: int = 128
+    dropout: float = 0.3
+    l2: float = 1e-4
+    gbt_max_iter: int = 300
+    gbt_learning_rate: float = 0.05
+    gbt_max_leaf_nodes: int = 31
+    logistic_c: float = 1.0
+    latent_dim: int = 16
+    period_tolerance: float = 0.01
+    stellar_dropout: float = 0.2
+    distributed: str = "auto"
+    n_workers: int = 2
+    threads_per_worker: int = 1
+    memory_limit: str | int = "4GiB"
+    scheduler_address: str | None = None
+    storage: StorageConfig = dataclasses.field(default_factory=StorageConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("features", "labels", "out"):
+            if not isinstance(getattr(self, name), str):
+                raise _invalid(f"train.{name}", "a URL or path (a string)", getattr(self, name))
+        for name, choices in (
+            ("model", MODEL_KINDS),
+            ("unsupervised", UNSUPERVISED_KINDS),
+            ("distributed", ("auto", "off")),
+        ):
+            value = getattr(self, name)
+            if value not in choices:
+                raise _invalid(
+                    f"train.{name}",
+                    "one of " + ", ".join(choices),
+                    value,
+                    _suggest(str(value), choices),
+                )
+        for name, (low, high) in _TRAIN_INT_RANGES.items():
+            _check_int(f"train.{name}", getattr(self, name), low, high)
+        for name, (lower, upper) in _TRAIN_REAL_RANGES.items():
+            value = _check_real(f"train.{name}", getattr(self, name), "")
+            if not lower <= value <= upper:
+                raise _invalid(f"train.{name}", f"in [{lower}, {upper}]", getattr(self, name))
+            object.__setattr__(self, name, value)
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ConfigError(
+                "train.val_fraction + train.test_fraction must leave at least 10 % of the stars "
+                f"to train on, not {self.val_fraction} + {self.test_fraction}"
+            )
+        _check_cluster_fields("train", self)
+        if not isinstance(self.storage, StorageConfig):
+            raise _invalid("train.storage", "a StorageConfig", self.storage)
+
+    @property
+    def resolved_scheduler_address(self) -> str | None:
+        """Scheduler address from the config or ``DASK_SCHEDULER_ADDRESS`` (DaskJob sets it)."""
+        return self.scheduler_address or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
+
+    def hyper_parameters(self) -> dict[str, Any]:
+        """The parameters recorded in the model card."""
+        skip = {"features", "labels", "out", "n_workers", "threads_per_worker", "memory_limit"}
+        skip |= {"scheduler_address", "storage"}
+        return {
+            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip
+        }
+
+
 _T = TypeVar("_T")
-SECTIONS = ("read", "grid", "ingest", "features", "storage")
+SECTIONS = ("read", "grid", "ingest", "features", "train", "storage")
 
 
 def _suggest(word: str, choices: Any) -> str:
@@ -941,5 +1096,43 @@ def load_features_config(
         layers,
         store=store,
         out=out,
+        storage=_build(StorageConfig, "storage", tree.get("storage", {}), layers),
+    )
+
+
+def load_train_config(
+    features: str = "",
+    labels: str = "",
+    out: str = "",
+    config_file: str | os.PathLike[str] | None = None,
+    **overrides: Any,
+) -> TrainConfig:
+    """Build a validated :class:`TrainConfig` (as :func:`load_ingest_config` does).
+
+    Parameters
+    ----------
+    features, labels, out : str
+        Features store URL, label source and model URL (empty: from the config).
+    config_file : path, optional
+        User YAML merged over the defaults.
+    **overrides
+        Values for ``train.*`` keys that win over everything (``None`` values are ignored).
+
+    Raises
+    ------
+    ConfigError
+        For a bad config file or value (the message names the key and where it was set).
+    """
+    layers = _layers(config_file)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    given.update({k: v for k, v in (("features", features), ("labels", labels), ("out", out)) if v})
+    if given:
+        layers.append(_Layer("overrides", "given on the command line", {"train": given}))
+    tree = _tree(layers)
+    return _build(
+        TrainConfig,
+        "train",
+        tree.get("train", {}),
+        layers,
         storage=_build(StorageConfig, "storage", tree.get("storage", {}), layers),
     )

@@ -4,7 +4,9 @@ Starts a real S3 server on 127.0.0.1 (moto), writes a simulated archive into its
 ``stpubdata`` bucket under the real key layout, discovers the products by listing the
 bucket, ingests them with a LocalCluster of worker processes into a local Zarr cube,
 computes every star's features (transit search, spectra, folded views, stellar properties from
-the simulator's catalogue) into a features store, and plots a few stars seen by more than one
+the simulator's catalogue) into a features store, trains a classifier on the simulator's truth
+(split by star; the test stars are scored once, by ``evaluate``), scores every detected signal
+and writes the ranked candidates, the ROC curve, and plots a few stars seen by more than one
 mission and one page for each of its strongest transit signals.
 """
 
@@ -19,8 +21,14 @@ from typing import Any
 import numpy as np
 
 from starskope_dask.cluster import with_own_client
-from starskope_dask.config import load_features_config, load_ingest_config
+from starskope_dask.config import (
+    load_features_config,
+    load_ingest_config,
+    load_storage_config,
+    load_train_config,
+)
 from starskope_dask.discover import list_archive, write_manifest
+from starskope_dask.errors import LabelError
 from starskope_dask.features.pipeline import open_features
 from starskope_dask.features.pipeline import run_with_client as run_features
 from starskope_dask.features.stellar import default_catalog_url
@@ -30,8 +38,14 @@ from starskope_dask.plots import plot_cube_stars, plot_star_page
 from starskope_dask.s3server import local_s3_server
 from starskope_dask.simulate import SimulationConfig, simulate_archive
 from starskope_dask.store import open_cube
+from starskope_dask.train.pipeline import EvaluateConfig, evaluate, predict
+from starskope_dask.train.pipeline import run_with_client as run_train
 
 logger = logging.getLogger(__name__)
+
+#: The demo's sky: enough stars for a model to learn from, short segments to stay quick.
+DEMO_STARS = 120
+DEMO_SEGMENT_DAYS = 20.0
 
 
 def prepare_output(out: str | os.PathLike[str]) -> Path:
@@ -46,7 +60,12 @@ def prepare_output(out: str | os.PathLike[str]) -> Path:
 
 
 def run_demo(
-    out: str | os.PathLike[str], *, n_stars: int = 24, seed: int = 7, n_workers: int = 2
+    out: str | os.PathLike[str],
+    *,
+    n_stars: int = DEMO_STARS,
+    seed: int = 7,
+    n_workers: int = 2,
+    model: str = "gbt",
 ) -> dict[str, Any]:
     """Run the demo; return the ingest summary and the paths written.
 
@@ -62,6 +81,8 @@ def run_demo(
         Simulation seed.
     n_workers : int
         LocalCluster worker processes.
+    model : str
+        Model kind to train (``gbt`` needs no TensorFlow; ``cnn`` needs the ``train`` extra).
 
     Returns
     -------
@@ -76,7 +97,14 @@ def run_demo(
     StoreError
         If ``out`` cannot be written.
     """
-    simulation = SimulationConfig(n_stars=n_stars, seed=seed)
+    simulation = SimulationConfig(
+        n_stars=n_stars,
+        seed=seed,
+        max_segments=2,
+        segment_days=DEMO_SEGMENT_DAYS,
+        planet_fraction=0.35,
+        eb_fraction=0.15,
+    )
     out_dir = Path(out)
     manifest = out_dir / "manifest.parquet"
     store = out_dir / "cube.zarr"
@@ -87,6 +115,13 @@ def run_demo(
         str(features_store),
         n_workers=n_workers,
         stellar=default_catalog_url("s3://stpubdata"),
+    )
+    train_config = load_train_config(
+        str(features_store),
+        "truth:s3://stpubdata",
+        str(out_dir / "model"),
+        model=model,
+        n_workers=n_workers,
     )
     prepare_output(out_dir)
     with local_s3_server("stpubdata") as s3:
@@ -104,13 +139,20 @@ def run_demo(
         # one LocalCluster for both stages; features run inside the server's lifetime (the
         # stellar catalogue is in the simulated archive)
 
-        def both_stages(get_client: Any) -> tuple[Any, Any]:
+        def stages(get_client: Any) -> tuple[Any, Any, Any]:
             ingested = run_with_client(config, get_client())
             if not ingested.n_stored:
-                return ingested, None
-            return ingested, run_features(features_config, get_client())
+                return ingested, None, None
+            featured = run_features(features_config, get_client())
+            try:
+                trained = run_train(train_config, get_client())
+            except LabelError as exc:  # too few signals of one class to learn from
+                logger.warning("no model trained: %s", exc)
+                trained = None
+            return ingested, featured, trained
 
-        summary, features_summary = with_own_client(config, both_stages)
+        summary, features_summary, train_summary = with_own_client(config, stages)
+        learnt = _evaluate_and_rank(train_summary, out_dir, str(features_store))
     cube = open_cube(str(store))
     multi = [
         int(s)
@@ -142,8 +184,11 @@ def run_demo(
             {
                 "ingest": summary.as_dict(),
                 "features": features_summary.as_dict() if features_summary else None,
+                "train": train_summary.as_dict() if train_summary else None,
+                "test": learnt.get("test"),
             },
             indent=1,
+            default=str,
         )
     )
     return {
@@ -154,4 +199,25 @@ def run_demo(
         "features": str(features_store) if features_summary else "",
         "plot": plot,
         "pages": pages,
+        "train_summary": train_summary.as_dict() if train_summary else None,
+        **learnt,
+    }
+
+
+def _evaluate_and_rank(train_summary: Any, out_dir: Path, features: str) -> dict[str, Any]:
+    """Evaluate the demo's model on its test stars and rank every signal (inside the S3
+    server's lifetime: the labels are the simulated archive's truth).
+    """
+    if train_summary is None:
+        return {"test": None, "roc": "", "candidates": "", "top": []}
+    storage = load_storage_config()
+    metrics = evaluate(EvaluateConfig(model=train_summary.out), storage)
+    candidates = out_dir / "candidates.csv"
+    ranked = predict(train_summary.out, features, str(candidates), storage)
+    test = {k: metrics.get(k) for k in ("n", "n_positive", "roc_auc", "average_precision")}
+    return {
+        "test": test,
+        "roc": f"{metrics['out']}/roc.png",
+        "candidates": str(candidates),
+        "top": ranked.head(5).to_dict("records"),
     }

@@ -111,3 +111,15 @@ class CatalogError(InputError, ValueError):
 
 class CatalogNotFoundError(CatalogError, FileNotFoundError):
     """There is no catalogue table at the URL."""
+
+
+class ModelError(StarskopeError, OSError):
+    """A saved model (its folder, its card ``model.json`` or its weights) is missing or damaged."""
+
+
+class ModelMismatchError(InputError, ValueError):
+    """Features whose schema or grid differ from the ones a model was trained on."""
+
+
+class LabelError(InputError, ValueError):
+    """A label source that cannot be used: unknown kind, missing columns, unparseable labels."""

@@ -1,0 +1,1 @@
+"""Training: labels, split, models, distributed training, evaluation, predictions."""
