@@ -258,6 +258,36 @@ class SimStar:
     kepler_quarters: tuple[int, ...]
     k2_campaigns: tuple[int, ...]
     tess_sectors: tuple[int, ...]
+    eb_kind: str = ""  # detached, blended, grazing (eclipsing binaries only)
+    dilution: float = 1.0  # share of the light from the eclipsing system
+
+
+#: Kinds of simulated eclipsing binaries and their shares. Detached binaries on the target
+#: eclipse 6-36 % deep, far deeper than any planet: a classifier would tell them by depth
+#: alone. The false positives that matter are (Kepler's false-positive population, Fressin et
+#: al. 2013): background binaries blended with the target, whose eclipses the target's light
+#: dilutes to planet depths, and grazing binaries, whose V-shaped eclipses are shallow.
+EB_KINDS = {"detached": 0.35, "blended": 0.40, "grazing": 0.25}
+#: Range of the blended binaries' share of the light (log-uniform): 0.2 %-30 %.
+BLEND_DILUTION = (0.002, 0.3)
+
+
+def _eb_geometry(
+    seed: int, index: int, rp: float
+) -> tuple[str, float, float]:
+    """Kind, impact parameter and dilution of eclipsing binary ``index`` (its own generator,
+    so that adding binary kinds left every other star's draws as they were).
+    """
+    rng = np.random.default_rng([seed, index, 0xEB])
+    kinds = list(EB_KINDS)
+    kind = kinds[int(rng.choice(len(kinds), p=list(EB_KINDS.values())))]
+    if kind == "grazing":
+        return kind, float(rng.uniform(1.0 - 0.3 * rp, 1.0 + 0.6 * rp)), 1.0
+    impact = float(rng.uniform(0, 0.7))
+    if kind == "blended":
+        low, high = BLEND_DILUTION
+        return kind, impact, float(math.exp(rng.uniform(math.log(low), math.log(high))))
+    return kind, impact, 1.0
 
 
 def _star_rng(seed: int, index: int) -> np.random.Generator:
@@ -328,10 +358,13 @@ def _draw_star(config: SimulationConfig, index: int) -> tuple[SimStar, float]:
     a_over_rs = (6.674e-8 * rho_star * (period * 86400) ** 2 / (3 * math.pi)) ** (1 / 3)
     impact = float(rng.uniform(0, 0.7))
     inc = math.degrees(math.acos(min(impact / a_over_rs, 1.0)))
+    eb_kind, dilution = "", 1.0
     if label == "planet":
         rp = float(math.exp(rng.uniform(math.log(0.01), math.log(0.15))))
     elif label == "eb":
         rp = float(rng.uniform(0.25, 0.6))
+        eb_kind, impact, dilution = _eb_geometry(config.seed, index, rp)
+        inc = math.degrees(math.acos(min(impact / a_over_rs, 1.0)))
     else:
         rp = 0.0
     duration = (
@@ -358,7 +391,7 @@ def _draw_star(config: SimulationConfig, index: int) -> tuple[SimStar, float]:
         a_over_rs=a_over_rs,
         inc=inc,
         duration_hours=duration,
-        depth_ppm=rp**2 * 1e6,
+        depth_ppm=_eclipse_depth(rp, impact) * dilution * 1e6,
         rotation_period=float(rng.uniform(1, 30)),
         spot_amplitude=float(rng.choice([0.0, rng.uniform(0.0005, 0.01)])),
         pulsation_period=float(rng.uniform(0.05, 0.5)),
@@ -366,8 +399,27 @@ def _draw_star(config: SimulationConfig, index: int) -> tuple[SimStar, float]:
         kepler_quarters=quarters,
         k2_campaigns=campaigns,
         tess_sectors=sectors,
+        eb_kind=eb_kind,
+        dilution=dilution,
     )
     return star, rho_star
+
+
+def _eclipse_depth(rp: float, impact: float) -> float:
+    """Depth of a uniform-disk eclipse: ``rp²`` for a full one, the overlap area of the two
+    disks (in units of the star's area) for a grazing one.
+    """
+    if rp <= 0:
+        return 0.0
+    if impact <= 1 - rp:
+        return rp**2
+    if impact >= 1 + rp:
+        return 0.0
+    d, r = impact, rp
+    k0 = math.acos(min(max((d * d + r * r - 1) / (2 * d * r), -1.0), 1.0))
+    k1 = math.acos(min(max((d * d + 1 - r * r) / (2 * d), -1.0), 1.0))
+    root = math.sqrt(max(0.0, 4 * d * d - (1 + d * d - r * r) ** 2))
+    return (r * r * k0 + k1 - 0.5 * root) / math.pi
 
 
 def catalog_row(config: SimulationConfig, index: int) -> dict[str, Any]:
@@ -516,6 +568,7 @@ def transit_model(
         flux = flux + (secondary.light_curve(params) - (1 + params.fp))
         phase = 2 * np.pi * (time[finite] - star.epoch) / star.period
         flux = flux - 0.002 * star.rp_over_rs * np.cos(2 * phase)
+        flux = 1.0 + star.dilution * (flux - 1.0)  # a blend: the target's light dilutes it
     out[finite] = flux
     return out
 

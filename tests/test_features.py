@@ -230,33 +230,6 @@ def test_simulated_planets_recovered(sim_run: tuple[str, str], sim_archive: Path
     assert np.isfinite(features["teff"].values).all()
 
 
-def test_simulated_eclipsing_binaries_have_their_tells(
-    sim_run: tuple[str, str], sim_archive: Path
-) -> None:
-    _, out = sim_run
-    features = xr.open_zarr(out, zarr_format=3)
-    truth = pd.read_parquet(sim_archive / "truth" / "stars.parquet")
-    binaries = truth[truth["label"] == "eb"]
-    assert len(binaries) >= 1
-    for _, star in binaries.iterrows():
-        row = _sim_row(features, star)
-        periods = features["period"].values[row]
-        # found at its period (or half of it: primary and secondary eclipses alike), and told
-        # apart: a secondary eclipse, or odd and even eclipses of different depth
-        match = np.flatnonzero(
-            np.isclose(periods, star["period"], rtol=1e-3)
-            | np.isclose(periods, star["period"] / 2, rtol=1e-3)
-        )
-        assert match.size, (star["period"], periods)
-        i = int(match[0])
-        secondary = (
-            features["secondary_depth"].values[row, i]
-            / features["secondary_depth_err"].values[row, i]
-        )
-        odd_even = features["odd_even_sigma"].values[row, i]
-        assert secondary > 5 or odd_even > 5, (secondary, odd_even)
-
-
 def _sim_row(features: xr.Dataset, star: pd.Series) -> int:
     for name in ("kic", "epic", "tic"):
         value = star[name]

@@ -287,3 +287,42 @@ def test_cnn_trains_data_parallel_on_the_workers(sky: tuple[Path, str], tmp_path
     assert main(["evaluate", str(model)]) == 0
     metrics = json.loads((model / "evaluation" / "metrics.json").read_text())
     assert metrics["roc_auc"] > 0.6, metrics["roc_auc"]
+
+
+def test_simulated_eclipsing_binaries_have_their_tells(sky: tuple[Path, str]) -> None:
+    """On-target binaries (detached or grazing) the search can reach are found at their period
+    or half of it and told apart by a secondary eclipse or odd/even depths; blended ones are
+    diluted to planet-like depths (the false positives a classifier must learn).
+    """
+    archive, out = sky
+    features = xr.open_zarr(out, zarr_format=3)
+    truth = pd.read_parquet(archive / "truth" / "stars.parquet")
+    binaries = truth[truth["label"] == "eb"]
+    assert set(binaries["eb_kind"]) == {"detached", "blended", "grazing"}
+    blended = binaries[binaries["eb_kind"] == "blended"]
+    assert (blended["depth_ppm"] < 0.3 * 0.6**2 * 1e6).all()
+    assert (blended["dilution"] < 1).all() and (binaries["dilution"] <= 1).all()
+    on_target = binaries[
+        (binaries["dilution"] == 1) & (binaries["expected_snr"] >= 30) & (binaries["period"] < 7)
+    ]
+    assert len(on_target) >= 3
+    stars = features[["kic", "epic", "tic"]].to_dataframe()
+    for _, star in on_target.iterrows():
+        row = next(
+            int(np.flatnonzero(stars[name].to_numpy() == star[name])[0])
+            for name in ("kic", "tic")
+            if pd.notna(star[name]) and (stars[name].to_numpy() == star[name]).any()
+        )
+        periods = features["period"].values[row]
+        match = np.flatnonzero(
+            np.isclose(periods, star["period"], rtol=1e-3)
+            | np.isclose(periods, star["period"] / 2, rtol=1e-3)
+        )
+        assert match.size, (star["period"], periods)
+        i = int(match[0])
+        secondary = (
+            features["secondary_depth"].values[row, i]
+            / features["secondary_depth_err"].values[row, i]
+        )
+        odd_even = features["odd_even_sigma"].values[row, i]
+        assert secondary > 5 or odd_even > 5, (star["eb_kind"], secondary, odd_even)

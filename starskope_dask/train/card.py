@@ -59,10 +59,7 @@ def library_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
 
 def features_grid(attrs: Mapping[str, Any]) -> dict[str, Any]:
     """The grid facts of a features store (from its attrs) a model depends on."""
-    try:
-        parameters = json.loads(attrs.get("parameters", "{}"))
-    except (TypeError, ValueError):
-        parameters = {}
+    parameters = features_parameters(attrs)
     grid = {name: parameters.get(name) for name in GRID_PARAMETERS}
     cadence = attrs.get("cube_grid_cadence_days")
     grid["cube_grid_cadence_days"] = None if cadence is None else float(cadence)
@@ -105,16 +102,32 @@ def check_features(card: Mapping[str, Any], dataset: Any, features_url: str) -> 
             "compute the features with the model's parameters (its card lists them under "
             "features.grid) or train a model on these features",
         )
-    hash_now = dataset.attrs.get("parameters_hash")
-    if hash_now != card["features"].get("parameters_hash"):
+    theirs = features_parameters(dataset.attrs)
+    mine = card["features"].get("parameters") or {}
+    differ = sorted(
+        k for k in set(mine) | set(theirs) if k not in _NOT_SEARCH and mine.get(k) != theirs.get(k)
+    )
+    if differ:
         logger.warning(
-            "features %s were computed with other search parameters than the model's (hash %s, "
-            "the model's %s): the grid agrees, so they are scored, but the signals found may "
-            "differ in kind from the ones the model learnt",
+            "features %s were computed with other search parameters than the model's (%s): "
+            "the grid agrees, so they are scored, but the signals found may differ in kind "
+            "from the ones the model learnt",
             features_url,
-            hash_now,
-            card["features"].get("parameters_hash"),
+            ", ".join(f"{k} {theirs.get(k)} vs {mine.get(k)}" for k in differ),
         )
+
+
+#: Features parameters that do not change which signals are found and how they look.
+_NOT_SEARCH = frozenset({"stellar", "ephemerides"})
+
+
+def features_parameters(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """The features parameters a store records (its ``parameters`` attr), or ``{}``."""
+    try:
+        parameters = json.loads(attrs.get("parameters", "{}"))
+    except (TypeError, ValueError):
+        return {}
+    return parameters if isinstance(parameters, dict) else {}
 
 
 def new_card(**sections: Any) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from starskope_dask.store import read_table, write_bytes, write_table
 from starskope_dask.train.card import (
     check_features,
     features_grid,
+    features_parameters,
     library_versions,
     model_file,
     new_card,
@@ -694,6 +695,7 @@ def _train(config: TrainConfig, client: Client, prepared: Prepared, start: float
         features={
             "url": config.features,
             "parameters_hash": prepared.dataset.attrs.get("parameters_hash"),
+            "parameters": features_parameters(prepared.dataset.attrs),
             "grid": features_grid(prepared.dataset.attrs),
             "dims": {
                 name: int(prepared.dataset.sizes[name])
