@@ -403,7 +403,7 @@ class IngestConfig:
     @property
     def resolved_scheduler_address(self) -> str | None:
         """Scheduler address from the config or ``DASK_SCHEDULER_ADDRESS`` (DaskJob sets it)."""
-        return self.scheduler_address or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
+        return scheduler_address(self.scheduler_address)
 
 
 #: Integer keys of ``features`` and their ranges.
@@ -541,13 +541,7 @@ class FeaturesConfig:
                 "features.stars", "a list of star indices or IDs such as 'tic:424865156'", stars
             )
         object.__setattr__(self, "stars", tuple(str(s).strip() for s in stars))
-        for name, (low, high) in _FEATURES_INT_RANGES.items():
-            _check_int(f"features.{name}", getattr(self, name), low, high)
-        for name, (lower, upper) in _FEATURES_REAL_RANGES.items():
-            value = _check_real(f"features.{name}", getattr(self, name), "")
-            if not lower <= value <= upper:
-                raise _invalid(f"features.{name}", f"in [{lower}, {upper}]", getattr(self, name))
-            object.__setattr__(self, name, value)
+        _check_ranges("features", self, _FEATURES_INT_RANGES, _FEATURES_REAL_RANGES)
         if self.max_period_days <= self.min_period_days:
             raise ConfigError(
                 f"features.max_period_days ({self.max_period_days}) must be above "
@@ -565,17 +559,45 @@ class FeaturesConfig:
     @property
     def resolved_scheduler_address(self) -> str | None:
         """Scheduler address from the config or ``DASK_SCHEDULER_ADDRESS`` (DaskJob sets it)."""
-        return self.scheduler_address or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
+        return scheduler_address(self.scheduler_address)
 
     def science_parameters(self) -> dict[str, Any]:
         """The parameters that decide the features' values (recorded in the store's attrs;
         a run with different ones recomputes every star).
         """
-        skip = {"store", "out", "stars", "n_workers", "threads_per_worker", "memory_limit"}
-        skip |= {"scheduler_address", "storage"}
+        skip = {"store", "out", "stars", *_RUN_KEYS}
         return {
             f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip
         }
+
+
+#: Keys that say where and how a stage runs, not what it computes.
+_RUN_KEYS = frozenset(
+    {"n_workers", "threads_per_worker", "memory_limit", "scheduler_address", "storage"}
+)
+
+
+def scheduler_address(configured: str | None) -> str | None:
+    """The scheduler address configured, else ``DASK_SCHEDULER_ADDRESS`` (a DaskJob sets it)."""
+    return configured or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
+
+
+def _check_ranges(
+    section: str,
+    config: Any,
+    int_ranges: Mapping[str, tuple[int, int]],
+    real_ranges: Mapping[str, tuple[float, float]],
+) -> None:
+    """Check a section's integer and real keys against their ranges (reals are stored as
+    ``float``).
+    """
+    for name, (low, high) in int_ranges.items():
+        _check_int(f"{section}.{name}", getattr(config, name), low, high)
+    for name, (lower, upper) in real_ranges.items():
+        value = _check_real(f"{section}.{name}", getattr(config, name), "")
+        if not lower <= value <= upper:
+            raise _invalid(f"{section}.{name}", f"in [{lower}, {upper}]", getattr(config, name))
+        object.__setattr__(config, name, value)
 
 
 def _check_memory_limit(key: str, value: Any) -> None:
@@ -732,13 +754,7 @@ class TrainConfig:
                     value,
                     _suggest(str(value), choices),
                 )
-        for name, (low, high) in _TRAIN_INT_RANGES.items():
-            _check_int(f"train.{name}", getattr(self, name), low, high)
-        for name, (lower, upper) in _TRAIN_REAL_RANGES.items():
-            value = _check_real(f"train.{name}", getattr(self, name), "")
-            if not lower <= value <= upper:
-                raise _invalid(f"train.{name}", f"in [{lower}, {upper}]", getattr(self, name))
-            object.__setattr__(self, name, value)
+        _check_ranges("train", self, _TRAIN_INT_RANGES, _TRAIN_REAL_RANGES)
         if self.val_fraction + self.test_fraction >= 0.9:
             raise ConfigError(
                 "train.val_fraction + train.test_fraction must leave at least 10 % of the stars "
@@ -751,12 +767,11 @@ class TrainConfig:
     @property
     def resolved_scheduler_address(self) -> str | None:
         """Scheduler address from the config or ``DASK_SCHEDULER_ADDRESS`` (DaskJob sets it)."""
-        return self.scheduler_address or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
+        return scheduler_address(self.scheduler_address)
 
     def hyper_parameters(self) -> dict[str, Any]:
         """The parameters recorded in the model card."""
-        skip = {"features", "labels", "out", "n_workers", "threads_per_worker", "memory_limit"}
-        skip |= {"scheduler_address", "storage"}
+        skip = {"features", "labels", "out", *_RUN_KEYS}
         return {
             f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip
         }

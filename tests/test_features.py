@@ -78,6 +78,33 @@ def real_features(
     return xr.open_zarr(out, zarr_format=3)
 
 
+def test_real_catalogue_labels_join_the_real_stars(
+    real_features: xr.Dataset, real_data: Path
+) -> None:
+    """The NASA Exoplanet Archive tables label the detected signals of the real stars by ID and
+    period: the six TESS hosts through the TOI table, HAT-P-7 (Kepler + TESS as one star)
+    through the KOI table and, by its TIC, the TOI table; the quiet stars get no label.
+    """
+    from starskope_dask.train.dataset import load_examples
+    from starskope_dask.train.labels import load_labels
+
+    examples = load_examples(real_features)
+    toi = load_labels(f"toi:{real_data / 'catalogs' / 'toi.csv'}", examples).table
+    koi = load_labels(f"koi:{real_data / 'catalogs' / 'koi_cumulative.csv'}", examples).table
+    planets = toi[toi["label"] == "planet"].merge(examples, on=["star", "signal"])
+    for tic, period in TESS_PLANETS.items():
+        mine = planets[planets["tic"] == tic]
+        assert len(mine) == 1 and abs(mine["period"].iloc[0] / period - 1) < 1e-3, tic
+    hat_p_7 = _row(real_features, "kic", 10666592)
+    for table in (toi, koi):
+        row = table[(table["star"] == hat_p_7) & (table["label"] == "planet")]
+        assert len(row) == 1
+    quiet = {_row(real_features, "tic", QUIET_TESS)} | {
+        _row(real_features, "kic", kic) for kic in QUIET_KEPLER
+    }
+    assert not set(toi["star"]) & quiet and not set(koi["star"]) & quiet
+
+
 def _row(features: xr.Dataset, catalogue: str, number: int) -> int:
     return int(np.flatnonzero(features[catalogue].values == number)[0])
 

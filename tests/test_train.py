@@ -326,3 +326,28 @@ def test_simulated_eclipsing_binaries_have_their_tells(sky: tuple[Path, str]) ->
         )
         odd_even = features["odd_even_sigma"].values[row, i]
         assert secondary > 5 or odd_even > 5, (star["eb_kind"], secondary, odd_even)
+
+
+def test_bad_training_inputs_are_refused_before_any_cluster(
+    sky: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    archive, out = sky
+    foreign = tmp_path / "thesis"
+    foreign.mkdir()
+    (foreign / "chapter1.tex").write_text("keep me")
+    args = ["train", out, "--labels", f"truth:{archive}", "--model", "gbt", "--out"]
+    assert main([*args, str(foreign)]) == 3
+    assert "holds no starskope model" in capsys.readouterr().err
+    assert (foreign / "chapter1.tex").read_text() == "keep me"
+    assert sorted(p.name for p in foreign.iterdir()) == ["chapter1.tex"]
+    model = str(tmp_path / "m")
+    assert main(["train", out, "--labels", "kepler:x.csv", "--out", model]) == 2
+    assert "label source" in capsys.readouterr().err
+    assert main(["train", out, "--labels", f"csv:{tmp_path / 'none.csv'}", "--out", model]) == 2
+    assert "none.csv" in capsys.readouterr().err
+    labels = tmp_path / "one-class.csv"
+    pd.DataFrame({"tic": [1, 2], "label": ["none", "none"]}).to_csv(labels, index=False)
+    assert main(["train", out, "--labels", f"csv:{labels}", "--out", model]) == 2
+    assert "needs both" in capsys.readouterr().err
+    assert main(["train", out, "--labels", f"truth:{archive}", "--out", model, "--model", "x"]) == 2
+    assert not (tmp_path / "m").exists()

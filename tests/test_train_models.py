@@ -221,20 +221,10 @@ def test_autoencoder_beats_the_mean() -> None:
 
 @pytest.mark.slow  # 58-130 s on 2 cores: each worker imports TensorFlow (up to 55 s when busy)
 def test_multiworker_matches_single_worker(trained: models.TrainedModel) -> None:
-    from distributed import Client, LocalCluster
-
     from starskope_dask.train.distributed import train_multiworker
+    from tests.conftest import two_worker_client
 
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=":0",
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with two_worker_client() as client:
         started = time.perf_counter()
         # Two workers of half the batch take the single process's steps with its global batch.
         params = dataclasses.replace(TINY, batch_size=TINY.batch_size // 2)

@@ -33,7 +33,14 @@ from distributed import Client
 
 from starskope_dask.cluster import with_own_client
 from starskope_dask.config import TrainConfig
-from starskope_dask.errors import ConfigError, InputError, LabelError, ModelError
+from starskope_dask.errors import (
+    ConfigError,
+    InputError,
+    LabelError,
+    ModelError,
+    NotAStoreError,
+    StoreError,
+)
 from starskope_dask.features.pipeline import open_features
 from starskope_dask.fetch import local_path, url_protocol
 from starskope_dask.store import read_table, write_bytes, write_table
@@ -625,6 +632,36 @@ def _check_out(config: TrainConfig) -> None:
     for name in ("features", "labels", "out"):
         if not getattr(config, name):
             raise ConfigError(f"train.{name} is not set (see `starskope train --help`)")
+    check_model_folder(config.out, config.storage.options_for_url(config.out))
+
+
+def check_model_folder(out: str, options: Mapping[str, Any]) -> None:
+    """Refuse to write a model into a non-empty folder that does not hold one.
+
+    A model folder is rewritten (a retrained model replaces the old one's files); any other
+    folder with files in it is left alone: the tool never deletes or overwrites what it did
+    not write.
+
+    Raises
+    ------
+    NotAStoreError
+        If ``out`` holds files but no ``model.json``.
+    """
+    from starskope_dask.fetch import filesystem
+
+    fs = filesystem(url_protocol(out), options)
+    path = str(local_path(out)) if url_protocol(out) == "file" else out.split("://", 1)[1]
+    try:
+        if not fs.exists(path) or fs.exists(f"{path.rstrip('/')}/model.json"):
+            return
+        entries = fs.ls(path, detail=False) if fs.isdir(path) else [path]
+    except OSError as exc:
+        raise StoreError(f"cannot check the model folder {out}: {exc}") from exc
+    if entries:
+        raise NotAStoreError(
+            f"{out} is not empty and holds no starskope model (no model.json); choose another "
+            "--out (nothing was written)"
+        )
 
 
 def _train(config: TrainConfig, client: Client, prepared: Prepared, start: float) -> TrainSummary:
@@ -809,9 +846,15 @@ def _write_history_plot(
 
 
 def run(config: TrainConfig) -> TrainSummary:
-    """Train with a client of its own (a LocalCluster, or ``config``'s scheduler)."""
+    """Train with a client of its own (a LocalCluster, or ``config``'s scheduler).
+
+    The output folder, the features and the labels are checked and the split is made before
+    any cluster starts: a bad input costs no worker.
+    """
+    start = time.perf_counter()
     _check_out(config)
-    return with_own_client(config, lambda get_client: run_with_client(config, get_client()))
+    prepared = prepare(config)
+    return with_own_client(config, lambda get_client: _train(config, get_client(), prepared, start))
 
 
 # ------------------------------------------------------------------------------ scoring
