@@ -431,6 +431,10 @@ def claim_store(
     with store_io(store, "list"):
         fs, root = _fs(store, storage_options)
         entries = _entries(fs, root)
+        if entries == [STATE_DIR] and _being_claimed(fs, _join(root, STATE_DIR)):
+            # another starskope run is writing its marker this instant: the same claim; the
+            # lock that follows decides which run goes on
+            entries = []
         # a store made before store.json existed: only the cube's keys and our state
         legacy = (
             store_format == STORE_FORMAT
@@ -450,6 +454,16 @@ def claim_store(
     record = {"format": store_format, "schema_version": SCHEMA_VERSION, "created": time.time()}
     write_bytes(marker_url, json.dumps(record).encode(), storage_options)
     return legacy
+
+
+def _being_claimed(fs: Any, state_dir: str) -> bool:
+    """Whether a state folder holds nothing but a marker being written (its temporary file)
+    or the marker itself: what a concurrent claim of an empty target leaves for a moment.
+    """
+    names = _entries(fs, state_dir)
+    return bool(names) and all(
+        name == STORE_MARKER or name.startswith(f"{STORE_MARKER}{TMP_INFIX}") for name in names
+    )
 
 
 def remove_temporary_files(store: str, storage_options: Mapping[str, Any] | None = None) -> int:
