@@ -425,11 +425,15 @@ def _missing(value: Any) -> bool:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The embedded main job: local S3 server, simulated archive, discover, ingest, plot."""
-    from starskope_dask.demo import run_demo
+    from starskope_dask.demo import DEMO_STARS, run_demo
 
     logging.getLogger("starskope_dask").setLevel(logging.INFO)
     result = run_demo(
-        args.out, n_stars=args.stars, seed=args.seed, n_workers=args.workers, model=args.model
+        args.out,
+        n_stars=DEMO_STARS if args.stars is None else args.stars,
+        seed=args.seed,
+        n_workers=args.workers,
+        model=args.model,
     )
     emit(_summary_text(result["summary"]))
     plot = result["plot"] or "none (no star was stored)"
@@ -705,7 +709,7 @@ def register(sub: Any) -> None:
         "0 done; 1 some products failed; 2 bad arguments; 3 --out cannot be written.",
     )
     demo.add_argument("--out", default="starskope-demo", help="output folder")
-    demo.add_argument("--stars", type=int, default=120)
+    demo.add_argument("--stars", type=int, help="stars to simulate (default 300)")
     demo.add_argument(
         "--model", default="gbt", help="model to train: gbt (default) | logistic | cnn | ..."
     )

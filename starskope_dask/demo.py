@@ -44,7 +44,7 @@ from starskope_dask.train.pipeline import run_with_client as run_train
 logger = logging.getLogger(__name__)
 
 #: The demo's sky: enough stars for a model to learn from, short segments to stay quick.
-DEMO_STARS = 120
+DEMO_STARS = 300
 DEMO_SEGMENT_DAYS = 20.0
 
 
@@ -122,6 +122,8 @@ def run_demo(
         str(out_dir / "model"),
         model=model,
         n_workers=n_workers,
+        val_fraction=0.2,
+        test_fraction=0.25,
     )
     prepare_output(out_dir)
     with local_s3_server("stpubdata") as s3:
