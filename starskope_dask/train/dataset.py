@@ -28,6 +28,7 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+import dask
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
@@ -574,7 +575,12 @@ class BatchSource:
         signals = np.asarray(self.signals, dtype=np.int64)[members]
         first = chunk * star_chunk
         last = min(first + star_chunk, dataset.sizes["star"])
-        block = dataset[variables].isel(star=slice(first, last)).load() if variables else None
+        block = None
+        if variables:
+            # read here, synchronously: inside a Dask task (a trial, a training worker) the
+            # default scheduler would be the cluster's, whose threads that task is holding
+            with dask.config.set(scheduler="synchronous"):
+                block = dataset[variables].isel(star=slice(first, last)).load()
         out: dict[str, npt.NDArray[Any]] = {
             "star": stars,
             "signal": signals,
