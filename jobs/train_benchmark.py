@@ -332,8 +332,9 @@ def main() -> None:
             report["models"] = train_models(args, workdir, client)
         if "sky" not in skip and Path(args.real).is_dir():
             models = report.get("models", {})
+            # chosen by validation AUC: the test split chooses nothing
             best = args.sky_model or max(
-                models, key=lambda m: models[m]["test"]["roc_auc"] or 0, default="gbt"
+                models, key=lambda m: models[m]["validation_auc"] or 0, default="gbt"
             )
             report["sim_to_sky"] = {
                 "model": best,

@@ -162,6 +162,7 @@ def test_batches_stream_every_example_once(sky: tuple[Path, str]) -> None:
         for i in range(2)
     ]
     assert not shards[0] & shards[1] and len(shards[0] | shards[1]) == len(seen)
+    assert [len(source.shard(i, 2)) for i in range(2)] == [len(s) for s in shards]
     batch = next(iter(dataclass_copy(source)()))
     assert batch["global_view"].shape[1:] == (dataset.sizes["global_bin"],)
     assert batch["spectrogram"].shape[1:] == (32, 64)

@@ -510,7 +510,13 @@ class BatchSource:
             raise ConfigError(f"shard {self.shard_index} of {self.shard_count} does not exist")
 
     def __len__(self) -> int:
-        return len(self.stars)
+        """Examples of this shard (all of them for an unsharded source)."""
+        if self.shard_count == 1:
+            return len(self.stars)
+        from starskope_dask.features.pipeline import open_features
+
+        dataset = open_features(self.features, dict(self.storage_options))
+        return self.n_examples(_star_chunk(dataset))
 
     def shard(self, index: int, count: int) -> BatchSource:
         """The same source restricted to shard ``index`` of ``count``."""
