@@ -238,6 +238,7 @@ def search_speedup(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         _part,
         _scalar_inputs,
         _weights,
+        longest_first,
         prepare,
     )
     from starskope_dask.train.trials import random_search, run_trials
@@ -258,9 +259,10 @@ def search_speedup(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         y["val"],
     )
     space = {**SEARCH_SPACES["gbt"], "gbt_max_iter": [400, 600]}
-    candidates = [
-        {**config.hyper_parameters(), **p} for p in random_search(space, args.trials, args.seed)
-    ]
+    candidates = longest_first(
+        "gbt",
+        [{**config.hyper_parameters(), **p} for p in random_search(space, args.trials, args.seed)],
+    )
     seconds = {}
     for n in (1, 2):
         cluster_config = load_train_config(n_workers=n)

@@ -272,9 +272,7 @@ EB_KINDS = {"detached": 0.35, "blended": 0.40, "grazing": 0.25}
 BLEND_DILUTION = (0.002, 0.3)
 
 
-def _eb_geometry(
-    seed: int, index: int, rp: float
-) -> tuple[str, float, float]:
+def _eb_geometry(seed: int, index: int, rp: float) -> tuple[str, float, float]:
     """Kind, impact parameter and dilution of eclipsing binary ``index`` (its own generator,
     so that adding binary kinds left every other star's draws as they were).
     """

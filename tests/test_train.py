@@ -361,3 +361,15 @@ def test_bad_training_inputs_are_refused_before_any_cluster(
     assert "needs both" in capsys.readouterr().err
     assert main(["train", out, "--labels", f"truth:{archive}", "--out", model, "--model", "x"]) == 2
     assert not (tmp_path / "m").exists()
+
+
+def test_search_trials_start_longest_first() -> None:
+    from starskope_dask.train.pipeline import longest_first
+
+    trials = [
+        {"gbt_max_iter": 100, "gbt_max_leaf_nodes": 7},
+        {"gbt_max_iter": 400, "gbt_max_leaf_nodes": 63},
+        {"gbt_max_iter": 200, "gbt_max_leaf_nodes": 31},
+    ]
+    ordered = longest_first("gbt", trials)
+    assert [t["gbt_max_iter"] for t in ordered] == [400, 200, 100]
