@@ -34,48 +34,15 @@ import numpy.typing as npt
 import pandas as pd
 
 from starskope_dask.errors import ConfigError, InputError, StoreError
-from starskope_dask.features.layout import STATUS_OK
+from starskope_dask.features.layout import STATUS_OK, VARIABLES
 
 logger = logging.getLogger(__name__)
 
-#: Per-signal variables read into the examples table.
-SIGNAL_COLUMNS = (
-    "period",
-    "t0",
-    "duration",
-    "depth",
-    "depth_err",
-    "snr",
-    "sde",
-    "n_transits",
-    "missions_used",
-    "harmonic_of",
-    "odd_even_ratio",
-    "odd_even_sigma",
-    "secondary_depth",
-    "secondary_depth_err",
-)
-#: Per-star variables read into the examples table.
-STAR_COLUMNS = (
-    "status",
-    "n_points",
-    "baseline_days",
-    "missions_observed",
-    "noise_ppm",
-    "n_signals",
-    "n_removed_sinusoids",
-    "variability_amplitude",
-    "rotation_period",
-    "rotation_power",
-    "pulsation_period",
-    "teff",
-    "logg",
-    "radius",
-    "mass",
-    "rho",
-    "tmag",
-    "contratio",
-)
+#: Per-signal scalars read into the examples table: every (star, signal) variable of the
+#: features store's schema.
+SIGNAL_COLUMNS = tuple(name for name, v in VARIABLES.items() if v.dims == ("star", "signal"))
+#: Per-star scalars read into the examples table: every (star,) variable of the schema.
+STAR_COLUMNS = tuple(name for name, v in VARIABLES.items() if v.dims == ("star",))
 ID_COLUMNS = ("kic", "epic", "tic")
 #: Array inputs of the models and the features-store variable each comes from.
 ARRAY_INPUTS = {
