@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from starskope_dask.errors import ConfigError, StarskopeError, StoreError
+from starskope_dask.train.evaluate import score_text
 
 logger = logging.getLogger(__name__)
 
@@ -334,7 +335,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     emit(
         f"model {summary['out']}: {summary['model']} on {summary['n_labelled']} labelled of "
         f"{summary['n_examples']} signals; validation ROC-AUC {_fmt(validation['roc_auc'])}, "
-        f"AP {_fmt(validation['average_precision'])}; threshold {summary['threshold']:.3f} "
+        f"AP {_fmt(validation['average_precision'])}; threshold {score_text(summary['threshold'])} "
         f"(validation precision 0.95); {summary['n_trials']} trials; {summary['seconds']:.1f} s"
     )
     for name, counts in summary["counts"].items():
@@ -379,8 +380,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     confusion = metrics.get("confusion") or {}
     if confusion:
         emit(
-            "at threshold {:.3f}: tp {} fp {} tn {} fn {}".format(
-                float(metrics["threshold"]), *(confusion.get(k) for k in ("tp", "fp", "tn", "fn"))
+            "at threshold {}: tp {} fp {} tn {} fn {}".format(
+                score_text(metrics["threshold"]),
+                *(confusion.get(k) for k in ("tp", "fp", "tn", "fn")),
             )
         )
     emit(f"written to {metrics['out']}: {', '.join(metrics['files'])}")
@@ -412,7 +414,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         )
         emit(
             f"  {row.rank:>4} star {row.star} [{ids}] P={row.period:.5f} d "
-            f"SNR={row.snr:.1f} score={row.score:.3f}"
+            f"SNR={row.snr:.1f} score={score_text(row.score)}"
         )
     return 0
 
@@ -458,7 +460,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         for row in result["top"]:
             emit(
                 f"  {row['rank']:>3} star {row['star']} P={row['period']:.4f} d "
-                f"SNR={row['snr']:.1f} score={row['score']:.3f}"
+                f"SNR={row['snr']:.1f} score={score_text(row['score'])}"
             )
     return 0 if result["summary"]["n_failed"] == 0 else 1
 

@@ -889,3 +889,15 @@ def _save(fig: Any, path: Path) -> Path:
     plt.close(fig)
     logger.info("wrote %s", path)
     return path
+
+
+def score_text(value: float) -> str:
+    """A score for people: 3 decimals, more near 0 and 1 where boosting saturates (0.99997
+    is not 1, and a threshold there must not read as 1.000).
+    """
+    value = float(value)
+    for digits in (3, 4, 5, 6):
+        text = f"{value:.{digits}f}"
+        if 0 < float(text) < 1 or value in (0.0, 1.0):
+            return text
+    return f"{value:.6f}"

@@ -66,6 +66,7 @@ from starskope_dask.train.dataset import (
     split_counts,
     split_stars,
 )
+from starskope_dask.train.evaluate import score_text
 
 logger = logging.getLogger(__name__)
 
@@ -1090,7 +1091,7 @@ def _galleries(
                     "title": (
                         f"star {star} sig {signal} {frame['label'].iloc[row]} "
                         f"P={frame['period'].iloc[row]:.3f} d SNR={frame['snr'].iloc[row]:.0f} "
-                        f"score={scores[row]:.2f}"
+                        f"score={score_text(scores[row])}"
                     ),
                     "global_view": views["global_view"].values,
                     "local_view": views["local_view"].values,
@@ -1101,7 +1102,7 @@ def _galleries(
                 plot_gallery(
                     examples,
                     folder / f"{name}.png",
-                    title=f"{name.replace('_', ' ')} (threshold {threshold:.3f})",
+                    title=f"{name.replace('_', ' ')} (threshold {score_text(threshold)})",
                 )
             )
     return paths
