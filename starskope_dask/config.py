@@ -328,8 +328,19 @@ _INGEST_INT_RANGES = {
 }
 
 
+class _RunsOnACluster:
+    """What the stages' configs share: where their cluster is (see ``cluster.ClusterSpec``)."""
+
+    scheduler_address: str | None
+
+    @property
+    def resolved_scheduler_address(self) -> str | None:
+        """Scheduler address from the config or ``DASK_SCHEDULER_ADDRESS`` (DaskJob sets it)."""
+        return scheduler_address(self.scheduler_address)
+
+
 @dataclasses.dataclass(frozen=True)
-class IngestConfig:
+class IngestConfig(_RunsOnACluster):
     """Everything an ingest run needs.
 
     Attributes
@@ -400,11 +411,6 @@ class IngestConfig:
             if not isinstance(getattr(self, name), cls):
                 raise _invalid(f"ingest.{name}", f"a {cls.__name__}", getattr(self, name))
 
-    @property
-    def resolved_scheduler_address(self) -> str | None:
-        """Scheduler address from the config or ``DASK_SCHEDULER_ADDRESS`` (DaskJob sets it)."""
-        return scheduler_address(self.scheduler_address)
-
 
 #: Integer keys of ``features`` and their ranges.
 _FEATURES_INT_RANGES = {
@@ -434,7 +440,7 @@ _FEATURES_REAL_RANGES = {
 
 
 @dataclasses.dataclass(frozen=True)
-class FeaturesConfig:
+class FeaturesConfig(_RunsOnACluster):
     """Everything a features run needs: the cube, the output, the science parameters.
 
     Attributes
@@ -556,11 +562,6 @@ class FeaturesConfig:
         if not isinstance(self.storage, StorageConfig):
             raise _invalid("features.storage", "a StorageConfig", self.storage)
 
-    @property
-    def resolved_scheduler_address(self) -> str | None:
-        """Scheduler address from the config or ``DASK_SCHEDULER_ADDRESS`` (DaskJob sets it)."""
-        return scheduler_address(self.scheduler_address)
-
     def science_parameters(self) -> dict[str, Any]:
         """The parameters that decide the features' values (recorded in the store's attrs;
         a run with different ones recomputes every star).
@@ -665,7 +666,7 @@ _TRAIN_REAL_RANGES = {
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(_RunsOnACluster):
     """Everything a training run needs: features, labels, the model, the split, the cluster.
 
     Attributes
@@ -763,11 +764,6 @@ class TrainConfig:
         _check_cluster_fields("train", self)
         if not isinstance(self.storage, StorageConfig):
             raise _invalid("train.storage", "a StorageConfig", self.storage)
-
-    @property
-    def resolved_scheduler_address(self) -> str | None:
-        """Scheduler address from the config or ``DASK_SCHEDULER_ADDRESS`` (DaskJob sets it)."""
-        return scheduler_address(self.scheduler_address)
 
     def hyper_parameters(self) -> dict[str, Any]:
         """The parameters recorded in the model card."""

@@ -14,6 +14,17 @@ logger = logging.getLogger(__name__)
 MISSION_COLOURS = {"Kepler": "tab:blue", "K2": "tab:orange", "TESS": "tab:red"}
 
 
+def save_figure(fig: Any, path: str | Path, dpi: int = 100) -> Path:
+    """Lay out, write and close a matplotlib figure; the path written."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    logger.info("wrote %s", path)
+    return Path(path)
+
+
 def plot_cube_stars(cube: Any, stars: Sequence[int], path: str | Path, title: str = "") -> Path:
     """Plot the aligned multi-mission light curves of a few stars of a cube, one panel each.
 
@@ -62,11 +73,7 @@ def plot_cube_stars(cube: Any, stars: Sequence[int], path: str | Path, title: st
     axes[-1, 0].set_xlabel("BJD_TDB - 2454833 (days)")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    logger.info("wrote %s", path)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def _star_label(cube: Any, star: int) -> str:
@@ -236,8 +243,4 @@ def plot_star_page(
     ax_spec.set_xlabel("window (time order)")
     ax_spec.set_ylabel("frequency (1/d)")
     ax_spec.set_title("spectrogram (log10 PSD)", fontsize=8, loc="left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    logger.info("wrote %s", path)
-    return path
+    return save_figure(fig, path, dpi=90)

@@ -21,6 +21,7 @@ from typing import Any
 from starskope_dask import __version__
 from starskope_dask.errors import ModelError, ModelMismatchError
 from starskope_dask.store import read_bytes, write_bytes
+from starskope_dask.train.evaluate import jsonable
 
 logger = logging.getLogger(__name__)
 
@@ -139,22 +140,9 @@ def new_card(**sections: Any) -> dict[str, Any]:
     }
 
 
-def _plain(value: Any) -> Any:
-    """JSON-ready: numpy scalars to Python, NaN to None."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, str | bytes):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def write_card(url: str, card: Mapping[str, Any], storage_options: Mapping[str, Any]) -> None:
     """Write ``model.json`` into the model folder (whole or not at all)."""
-    text = json.dumps(_plain(card), indent=2, sort_keys=False)
+    text = json.dumps(jsonable(card), indent=2, sort_keys=False)
     write_bytes(model_file(url, CARD_NAME), text.encode(), storage_options)
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -52,7 +51,8 @@ ARRAY_INPUTS = {
     "local_view_even": "local_view_even",
     "spectrogram": "spectrogram",
 }
-#: Views are clipped to this range (a flat, noise-free view has a tiny normaliser).
+#: Model inputs are clipped to this range (a flat, noise-free view has a tiny normaliser;
+#: standardised scalars beyond 10 sigma carry no more information).
 VIEW_CLIP = 10.0
 
 
@@ -377,15 +377,11 @@ class ScalarScaler:
                 "the model was trained on features of another version",
             )
         values = scalars[list(self.names)].to_numpy(np.float64)
-        scaled = (values - np.asarray(self.mean)) / np.asarray(self.std)
-        return np.nan_to_num(np.clip(scaled, -10, 10), nan=0.0).astype(np.float32)
+        return model_input((values - np.asarray(self.mean)) / np.asarray(self.std))
 
     def transform_spectrogram(self, spectrogram: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
         """Standardised, NaN-free spectrograms."""
-        scaled = (np.asarray(spectrogram, dtype=np.float64) - self.spectrogram_mean) / (
-            self.spectrogram_std
-        )
-        return np.nan_to_num(np.clip(scaled, -10, 10), nan=0.0).astype(np.float32)
+        return standardise_spectrogram(spectrogram, self.spectrogram_mean, self.spectrogram_std)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (for the model card)."""
@@ -403,15 +399,30 @@ class ScalarScaler:
         )
 
 
+def model_input(values: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+    """Values as model input: clipped to ±:data:`VIEW_CLIP`, NaN → 0 (the training mean of a
+    standardised input; the out-of-transit level of a view's empty bin), float32.
+    """
+    clipped = np.clip(np.asarray(values, dtype=np.float64), -VIEW_CLIP, VIEW_CLIP)
+    return np.nan_to_num(clipped, nan=0.0).astype(np.float32)
+
+
+def standardise_spectrogram(
+    spectrogram: npt.NDArray[Any], mean: float, std: float
+) -> npt.NDArray[np.float32]:
+    """Spectrograms standardised with the training split's mean and deviation, as input."""
+    return model_input((np.asarray(spectrogram, dtype=np.float64) - mean) / std)
+
+
 def clean_view(view: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
     """A view as model input: NaN (empty bins) → 0 (the out-of-transit level), clipped."""
-    return np.nan_to_num(np.clip(view, -VIEW_CLIP, VIEW_CLIP), nan=0.0).astype(np.float32)
+    return model_input(view)
 
 
 # ------------------------------------------------------------------------------ batches
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class BatchSource:
     """A re-iterable, picklable stream of batches of examples out of the features store.
 
@@ -425,11 +436,11 @@ class BatchSource:
     ----------
     features : str
         URL of the features store.
-    stars, signals : tuple of int
+    stars, signals : array of int
         The examples (features-store star index and signal index).
-    scalars : tuple of tuple of float
+    scalars : array of float, shape (n, k)
         Their standardised scalar inputs (small; carried along rather than re-read).
-    target, weight : tuple of float
+    target, weight : array of float
         Labels (1 planet, 0 not) and weights; NaN targets for unlabelled prediction input.
     inputs : tuple of str
         Array inputs to read (keys of :data:`ARRAY_INPUTS`).
@@ -448,11 +459,11 @@ class BatchSource:
     """
 
     features: str
-    stars: tuple[int, ...]
-    signals: tuple[int, ...]
-    scalars: tuple[tuple[float, ...], ...]
-    target: tuple[float, ...]
-    weight: tuple[float, ...]
+    stars: npt.NDArray[np.int64]
+    signals: npt.NDArray[np.int64]
+    scalars: npt.NDArray[np.float32]
+    target: npt.NDArray[np.float32]
+    weight: npt.NDArray[np.float32]
     inputs: tuple[str, ...] = ("global_view", "local_view")
     spectrogram_scale: tuple[float, float] = (0.0, 1.0)
     batch_size: int = 64
@@ -466,6 +477,15 @@ class BatchSource:
     _epochs: list[int] = dataclasses.field(default_factory=lambda: [0], compare=False)
 
     def __post_init__(self) -> None:
+        for name, dtype in (
+            ("stars", np.int64),
+            ("signals", np.int64),
+            ("scalars", np.float32),
+            ("target", np.float32),
+            ("weight", np.float32),
+        ):
+            object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=dtype))
+        object.__setattr__(self, "scalars", self.scalars.reshape(len(self.stars), -1))
         n = len(self.stars)
         lengths = {len(self.signals), len(self.scalars), len(self.target), len(self.weight), n}
         if len(lengths) != 1:
@@ -490,8 +510,7 @@ class BatchSource:
         return dataclasses.replace(self, shard_index=index, shard_count=count, _epochs=[0])
 
     def _chunks(self, star_chunk: int) -> dict[int, npt.NDArray[np.int64]]:
-        stars = np.asarray(self.stars, dtype=np.int64)
-        chunk_of = stars // star_chunk
+        chunk_of = self.stars // star_chunk
         chunks: dict[int, npt.NDArray[np.int64]] = {}
         order = np.argsort(chunk_of, kind="stable")
         for chunk in np.unique(chunk_of):
@@ -544,8 +563,7 @@ class BatchSource:
         members: npt.NDArray[np.int64],
         variables: Sequence[str],
     ) -> dict[str, npt.NDArray[Any]]:
-        stars = np.asarray(self.stars, dtype=np.int64)[members]
-        signals = np.asarray(self.signals, dtype=np.int64)[members]
+        stars, signals = self.stars[members], self.signals[members]
         first = chunk * star_chunk
         last = min(first + star_chunk, dataset.sizes["star"])
         block = None
@@ -557,19 +575,14 @@ class BatchSource:
         out: dict[str, npt.NDArray[Any]] = {
             "star": stars,
             "signal": signals,
-            "target": np.asarray(self.target, dtype=np.float32)[members],
-            "weight": np.asarray(self.weight, dtype=np.float32)[members],
-            "scalars": np.asarray(self.scalars, dtype=np.float32).reshape(len(self.stars), -1)[
-                members
-            ],
+            "target": self.target[members],
+            "weight": self.weight[members],
+            "scalars": self.scalars[members],
         }
         for name in self.inputs:
             values = np.asarray(block[ARRAY_INPUTS[name]].values)  # type: ignore[index]
             if name == "spectrogram":
-                mean, std = self.spectrogram_scale
-                rows = values[stars - first]
-                scaled = (rows.astype(np.float64) - mean) / std
-                out[name] = np.nan_to_num(np.clip(scaled, -10, 10), nan=0.0).astype(np.float32)
+                out[name] = standardise_spectrogram(values[stars - first], *self.spectrogram_scale)
             else:
                 out[name] = clean_view(values[stars - first, signals])
         return out
@@ -620,15 +633,15 @@ def make_source(
     """A :class:`BatchSource` over ``examples`` (rows of the examples table)."""
     n = len(examples)
     scalars = scaler.transform(scalar_features(examples))
-    target = np.full(n, math.nan) if target is None else np.asarray(target, dtype=np.float64)
-    weight = np.ones(n) if weight is None else np.asarray(weight, dtype=np.float64)
+    target = np.full(n, np.nan) if target is None else target
+    weight = np.ones(n) if weight is None else weight
     return BatchSource(
         features=features,
-        stars=tuple(int(s) for s in examples["star"]),
-        signals=tuple(int(s) for s in examples["signal"]),
-        scalars=tuple(tuple(float(v) for v in row) for row in scalars),
-        target=tuple(float(v) for v in target),
-        weight=tuple(float(v) for v in weight),
+        stars=examples["star"].to_numpy(np.int64),
+        signals=examples["signal"].to_numpy(np.int64),
+        scalars=scalars,
+        target=np.asarray(target, dtype=np.float32),
+        weight=np.asarray(weight, dtype=np.float32),
         inputs=tuple(inputs),
         spectrogram_scale=(scaler.spectrogram_mean, scaler.spectrogram_std),
         storage_options=dict(storage_options or {}),

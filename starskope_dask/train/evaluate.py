@@ -228,7 +228,7 @@ def classification_metrics(
         None if labels is None else _false_positives_by_class(y, predicted, labels)
     )
     out["notes"] = notes
-    return _jsonable(out)
+    return jsonable(out)
 
 
 def _ranking_metrics(
@@ -550,12 +550,14 @@ def _key(p: float) -> str:
     return f"{p:g}"
 
 
-def _jsonable(value: Any) -> Any:
-    """Plain Python types only: numpy scalars → int/float, NaN/inf → None, tuples → lists."""
+def jsonable(value: Any) -> Any:
+    """JSON-ready (``allow_nan=False``): numpy scalars → int/float, NaN/inf → None, tuples
+    and arrays → lists.
+    """
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple | np.ndarray):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, bool | np.bool_):
         return bool(value)
     if isinstance(value, int | np.integer):
@@ -882,13 +884,9 @@ def plot_gallery(
 
 
 def _save(fig: Any, path: Path) -> Path:
-    import matplotlib.pyplot as plt
+    from starskope_dask.plots import save_figure
 
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    logger.info("wrote %s", path)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def score_text(value: float) -> str:

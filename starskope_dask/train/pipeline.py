@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+import xarray as xr
 from distributed import Client
 
 from starskope_dask.cluster import with_own_client
@@ -66,7 +67,7 @@ from starskope_dask.train.dataset import (
     split_counts,
     split_stars,
 )
-from starskope_dask.train.evaluate import score_text
+from starskope_dask.train.evaluate import jsonable, score_text
 
 logger = logging.getLogger(__name__)
 
@@ -144,9 +145,23 @@ class SplitSources:
 # ------------------------------------------------------------------------------ preparation
 
 
-def _labelled_examples(examples: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
-    joined = examples.merge(labels, on=["star", "signal"], how="inner", validate="one_to_one")
-    return joined.sort_values(["star", "signal"]).reset_index(drop=True)
+def labelled_examples(
+    source: str, examples: pd.DataFrame, storage: Any, period_tolerance: float
+) -> tuple[pd.DataFrame, Mapping[str, Any]]:
+    """The examples that ``source`` labels (label columns joined, sorted by star and signal)
+    and the label report.
+    """
+    from starskope_dask.train.labels import load_labels
+
+    labels = load_labels(
+        source,
+        examples,
+        storage_options=storage.options_for_url(_label_url(source)),
+        period_tolerance=period_tolerance,
+    )
+    joined = examples.merge(labels.table, on=["star", "signal"], how="inner", validate="one_to_one")
+    labelled = joined.sort_values(["star", "signal"]).reset_index(drop=True)
+    return labelled, dataclasses.asdict(labels.report)
 
 
 def prepare(config: TrainConfig) -> Prepared:
@@ -159,18 +174,11 @@ def prepare(config: TrainConfig) -> Prepared:
     StoreError
         If the features store cannot be opened.
     """
-    from starskope_dask.train.labels import load_labels
-
-    options = config.storage.options_for_url(config.features)
-    dataset = open_features(config.features, options)
+    dataset = open_features(config.features, config.storage.options_for_url(config.features))
     examples = load_examples(dataset)
-    labels = load_labels(
-        config.labels,
-        examples,
-        storage_options=config.storage.options_for_url(_label_url(config.labels)),
-        period_tolerance=config.period_tolerance,
+    labelled, report = labelled_examples(
+        config.labels, examples, config.storage, config.period_tolerance
     )
-    labelled = _labelled_examples(examples, labels.table)
     classes = labelled["target"].value_counts().to_dict() if len(labelled) else {}
     if not classes.get(1) or not classes.get(0):
         raise LabelError(
@@ -185,7 +193,6 @@ def prepare(config: TrainConfig) -> Prepared:
         test_fraction=config.test_fraction,
         seed=config.seed,
     )
-    report = dataclasses.asdict(labels.report)
     logger.info(
         "%d of %d signals labelled (%d planets); split %d/%d/%d stars (seed %d)",
         len(labelled),
@@ -345,6 +352,11 @@ def _spectrograms(
     return block[inverse]
 
 
+def _rbm_input(spectra: npt.NDArray[np.float32]) -> npt.NDArray[np.floating[Any]]:
+    """Standardised spectrograms flattened and squashed into (0, 1), as a Bernoulli RBM takes."""
+    return 1.0 / (1.0 + np.exp(-spectra.reshape(len(spectra), -1)))
+
+
 def _star_rows(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per star (its first signal): the spectrogram is the star's."""
     return frame.drop_duplicates("star").sort_values("star").reset_index(drop=True)
@@ -356,8 +368,7 @@ def fit_encoder(config: TrainConfig, prepared: Prepared, scaler: ScalarScaler) -
     if config.unsupervised == "rbm":
         from starskope_dask.train.baselines import fit_rbm
 
-        spectra = _spectrograms(prepared.dataset, train_stars, scaler)
-        flat = 1.0 / (1.0 + np.exp(-spectra.reshape(len(spectra), -1)))
+        flat = _rbm_input(_spectrograms(prepared.dataset, train_stars, scaler))
         return fit_rbm(flat, n_components=config.latent_dim, seed=config.seed)
     from starskope_dask.train.models import CnnParams, train_autoencoder
 
@@ -404,8 +415,7 @@ def encode_rows(
     if kind == "rbm":
         from starskope_dask.train.baselines import rbm_features
 
-        spectra = _spectrograms(dataset, frame["star"].to_numpy(), scaler)
-        flat = 1.0 / (1.0 + np.exp(-spectra.reshape(len(spectra), -1)))
+        flat = _rbm_input(_spectrograms(dataset, frame["star"].to_numpy(), scaler))
         return np.asarray(rbm_features(encoder, flat), dtype=np.float32)
     from starskope_dask.train.models import encode
 
@@ -552,9 +562,7 @@ def _train_cnn(
     parts: Mapping[str, pd.DataFrame],
     weights: Mapping[int, float],
 ) -> tuple[Any, list[dict[str, Any]], dict[str, Any], pd.DataFrame | None, dict[str, Any]]:
-    from starskope_dask.train.models import model_inputs
-
-    inputs = tuple(i for i in model_inputs(config.model) if i != "scalars")
+    inputs = _array_inputs(config.model)
     options = config.storage.options_for_url(config.features)
     train, val = parts["train"], parts["val"]
     common: dict[str, Any] = {
@@ -614,9 +622,9 @@ def _scores_in_order(
     options: Mapping[str, Any],
 ) -> npt.NDArray[np.float64]:
     """CNN scores of ``frame``'s rows, in its row order (streamed in star-chunk order)."""
-    from starskope_dask.train.models import model_inputs, predict_scores
+    from starskope_dask.train.models import predict_scores
 
-    inputs = tuple(i for i in model_inputs(kind) if i != "scalars")
+    inputs = _array_inputs(kind)
     order = np.lexsort((frame["signal"].to_numpy(), frame["star"].to_numpy()))
     ordered = frame.iloc[order]
     source = make_source(
@@ -778,7 +786,7 @@ def _train(config: TrainConfig, client: Client, prepared: Prepared, start: float
         },
         class_weights={str(k): v for k, v in weights.items()},
         scaler=scaler.to_dict(),
-        hyper_parameters=_plain_params(params),
+        hyper_parameters=dict(params),
         training={
             "history": history,
             "parallel": parallel,
@@ -816,18 +824,21 @@ def _train(config: TrainConfig, client: Client, prepared: Prepared, start: float
 
 
 def _model_inputs(kind: str) -> tuple[str, ...]:
-    if kind == "cnn":
-        return ("global_view", "local_view", "scalars")
-    if kind == "spectrogram-cnn":
-        return ("spectrogram", "scalars")
-    return ("scalars",)
+    """The inputs of a model kind: the CNNs' (``models.model_inputs``), or the scalars."""
+    from starskope_dask.train.models import model_inputs
+
+    return model_inputs(kind) if kind in CNN_KINDS else ("scalars",)
+
+
+def _array_inputs(kind: str) -> tuple[str, ...]:
+    """The inputs a batch source reads from the store (the scalars travel with it)."""
+    return tuple(i for i in _model_inputs(kind) if i != "scalars")
 
 
 def _needed_variables(kind: str) -> set[str]:
     from starskope_dask.train.dataset import SIGNAL_COLUMNS, STAR_COLUMNS
 
-    arrays = {i for i in _model_inputs(kind) if i != "scalars"}
-    return {*SIGNAL_COLUMNS, *STAR_COLUMNS, *arrays, "spectrogram"}
+    return {*SIGNAL_COLUMNS, *STAR_COLUMNS, *_array_inputs(kind), "spectrogram"}
 
 
 def _short_report(report: Mapping[str, Any], most: int = 20) -> dict[str, Any]:
@@ -839,10 +850,6 @@ def _short_report(report: Mapping[str, Any], most: int = 20) -> dict[str, Any]:
         else:
             short[key] = value
     return short
-
-
-def _plain_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    return json.loads(json.dumps(dict(params), default=str))
 
 
 def _snr(frame: pd.DataFrame) -> npt.NDArray[np.float64]:
@@ -862,8 +869,13 @@ def _write_history_plot(
     from starskope_dask.train.evaluate import plot_history
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = plot_history(history, Path(tmp) / "history.png")
-        write_bytes(model_file(out, "history.png"), path.read_bytes(), options)
+        _upload([plot_history(history, Path(tmp) / "history.png")], out, options)
+
+
+def _upload(paths: Sequence[Path], out: str, options: Mapping[str, Any]) -> None:
+    """Copy local files (plots made in a temporary folder) into the folder ``out``."""
+    for path in paths:
+        write_bytes(model_file(out, path.name), path.read_bytes(), options)
 
 
 def run(config: TrainConfig) -> TrainSummary:
@@ -921,6 +933,16 @@ def load_trained(url: str, options: Mapping[str, Any]) -> LoadedModel:
             f"{type(exc).__name__}: {exc}"
         ) from exc
     return LoadedModel(url, card, ScalarScaler.from_dict(card["scaler"]), model, encoder)
+
+
+def _open_for(
+    loaded: LoadedModel, features: str, storage: Any
+) -> tuple[Any, pd.DataFrame, dict[str, Any]]:
+    """Open ``features`` for a model: checked against its card; the examples; fsspec options."""
+    options = storage.options_for_url(features)
+    dataset = open_features(features, options)
+    check_features(loaded.card, dataset, features)
+    return dataset, load_examples(dataset), options
 
 
 def score_examples(
@@ -986,7 +1008,6 @@ def evaluate(config: EvaluateConfig, storage: Any) -> dict[str, Any]:
     ModelError, ModelMismatchError, LabelError, StoreError
     """
     from starskope_dask.train.evaluate import classification_metrics, plot_evaluation
-    from starskope_dask.train.labels import load_labels
 
     model_url = config.model.rstrip("/")
     model_options = storage.options_for_url(model_url)
@@ -997,17 +1018,8 @@ def evaluate(config: EvaluateConfig, storage: Any) -> dict[str, Any]:
     labels_source = config.labels or card["labels"]["source"]
     if external and not config.labels:
         raise ConfigError("evaluate with other FEATURES needs --labels for them")
-    options = storage.options_for_url(features)
-    dataset = open_features(features, options)
-    check_features(card, dataset, features)
-    examples = load_examples(dataset)
-    labels = load_labels(
-        labels_source,
-        examples,
-        storage_options=storage.options_for_url(_label_url(labels_source)),
-        period_tolerance=config.period_tolerance,
-    )
-    labelled = _labelled_examples(examples, labels.table)
+    dataset, examples, options = _open_for(loaded, features, storage)
+    labelled, _ = labelled_examples(labels_source, examples, storage, config.period_tolerance)
     if external:
         frame, what = labelled, f"all labelled signals of {features}"
     else:
@@ -1045,19 +1057,12 @@ def evaluate(config: EvaluateConfig, storage: Any) -> dict[str, Any]:
             title=f"{card['model']['kind']} on {what}",
         )
         paths += _galleries(dataset, frame, scores, threshold, folder, config.gallery_size)
-        ranked = _ranked_table(frame, scores)
-        buffer = io.BytesIO()
-        ranked.to_csv(buffer, index=False)
-        (folder / "scores.csv").write_bytes(buffer.getvalue())
-        paths.append(folder / "scores.csv")
-        metrics["files"] = [p.name for p in paths] + ["metrics.json"]
-        for path in paths:
-            write_bytes(model_file(out, path.name), path.read_bytes(), out_options)
-    from starskope_dask.train.card import _plain
-
+        _upload(paths, out, out_options)
+    _write_scores(_ranked_table(frame, scores), model_file(out, "scores.csv"), out_options)
+    metrics["files"] = [p.name for p in paths] + ["scores.csv", "metrics.json"]
     write_bytes(
         model_file(out, "metrics.json"),
-        json.dumps(_plain(metrics), indent=2).encode(),
+        json.dumps(jsonable(metrics), indent=2).encode(),
         out_options,
     )
     metrics["out"] = out
@@ -1082,21 +1087,22 @@ def _galleries(
         ("false_positives", np.nonzero((target == 0) & (scores >= threshold))[0]),
     ):
         worst = chosen[np.argsort(scores[chosen] if name == "false_negatives" else -scores[chosen])]
-        examples = []
-        for row in worst[:most]:
-            star, signal = int(frame["star"].iloc[row]), int(frame["signal"].iloc[row])
-            views = dataset[["global_view", "local_view"]].isel(star=star, signal=signal)
-            examples.append(
-                {
-                    "title": (
-                        f"star {star} sig {signal} {frame['label'].iloc[row]} "
-                        f"P={frame['period'].iloc[row]:.3f} d SNR={frame['snr'].iloc[row]:.0f} "
-                        f"score={score_text(scores[row])}"
-                    ),
-                    "global_view": views["global_view"].values,
-                    "local_view": views["local_view"].values,
-                }
-            )
+        rows = frame.iloc[worst[:most]]
+        views = dataset[["global_view", "local_view"]].isel(  # one (vectorised) read
+            star=xr.DataArray(rows["star"].to_numpy(), dims="example"),
+            signal=xr.DataArray(rows["signal"].to_numpy(), dims="example"),
+        )
+        examples = [
+            {
+                "title": (
+                    f"star {row.star} sig {row.signal} {row.label} P={row.period:.3f} d "
+                    f"SNR={row.snr:.0f} score={score_text(scores[index])}"
+                ),
+                "global_view": views["global_view"].values[i],
+                "local_view": views["local_view"].values[i],
+            }
+            for i, (index, row) in enumerate(zip(worst[:most], rows.itertuples(), strict=True))
+        ]
         if examples:
             paths.append(
                 plot_gallery(
@@ -1149,10 +1155,7 @@ def predict(model: str, features: str, out: str, storage: Any) -> pd.DataFrame:
     """
     model_url = model.rstrip("/")
     loaded = load_trained(model_url, storage.options_for_url(model_url))
-    options = storage.options_for_url(features)
-    dataset = open_features(features, options)
-    check_features(loaded.card, dataset, features)
-    examples = load_examples(dataset)
+    dataset, examples, options = _open_for(loaded, features, storage)
     scores = score_examples(loaded, dataset, features, examples, options)
     ranked = _ranked_table(examples, scores)
     ranked["candidate"] = ranked["score"] >= float(loaded.card["threshold"]["value"])
@@ -1169,14 +1172,13 @@ def predict(model: str, features: str, out: str, storage: Any) -> pd.DataFrame:
 
 
 def _write_scores(table: pd.DataFrame, out: str, options: Mapping[str, Any]) -> None:
+    """Write ``table`` to ``out``: CSV for a ``.csv`` name, Parquet otherwise."""
+    buffer = io.BytesIO()
     if out.lower().endswith(".csv"):
-        buffer = io.BytesIO()
         table.to_csv(buffer, index=False)
-        data = buffer.getvalue()
     else:
-        buffer = io.BytesIO()
         table.to_parquet(buffer, index=False)
-        data = buffer.getvalue()
+    data = buffer.getvalue()
     if url_protocol(out) == "file":
         path = local_path(out).resolve()
         path.parent.mkdir(parents=True, exist_ok=True)
