@@ -373,3 +373,26 @@ def test_search_trials_start_longest_first() -> None:
     ]
     ordered = longest_first("gbt", trials)
     assert [t["gbt_max_iter"] for t in ordered] == [400, 200, 100]
+
+
+def test_a_cube_or_a_missing_extra_is_a_clear_error(
+    sky: tuple[Path, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    archive, out = sky
+    cube = str(Path(out).parent / "cube.zarr")
+    model = str(tmp_path / "m")
+    assert main(["train", cube, "--labels", f"truth:{archive}", "--out", model]) == 3
+    assert "not a starskope features store" in capsys.readouterr().err
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "tensorflow" else real(name)
+    )
+    assert main(["train", out, "--labels", f"truth:{archive}", "--out", model]) == 2
+    err = capsys.readouterr().err
+    assert "tensorflow" in err and "train` extra" in err
+    assert not Path(model).exists()

@@ -467,7 +467,7 @@ def cube_reference(store: str) -> str:
 
 def _attrs(config: FeaturesConfig, cube_attrs: Mapping[str, Any], digest: str) -> dict[str, Any]:
     return {
-        "title": "starskope_dask features",
+        "title": FEATURES_TITLE,
         "starskope_version": __version__,
         "cube": cube_reference(config.store),
         "cube_grid_start_bjd": cube_attrs.get("grid_start_bjd"),
@@ -725,21 +725,33 @@ def run(config: FeaturesConfig, *, progress: bool = True) -> FeaturesSummary:
     )
 
 
+#: The ``title`` attribute of every features store (what tells it from a cube or other Zarr).
+FEATURES_TITLE = "starskope_dask features"
+
+
 def open_features(out: str, storage_options: Mapping[str, Any] | None = None) -> Any:
     """Open a features store as an xarray Dataset (lazy).
 
     Raises
     ------
     StoreError
-        If there is no features store at ``out``.
+        If there is no features store at ``out``: nothing there, or another Zarr store (a
+        cube given where features were meant).
     """
     import xarray as xr
 
     target, kwargs = _zarr_target(out, storage_options, read_only=True)
     try:
         with quiet_zarr():
-            return xr.open_zarr(target, zarr_format=3, **kwargs)
+            dataset = xr.open_zarr(target, zarr_format=3, **kwargs)
     except (FileNotFoundError, KeyError, ValueError) as exc:
         raise StoreError(
             f"no starskope features at {out}: {exc}; run `starskope features` first"
         ) from exc
+    title = dataset.attrs.get("title")
+    if title != FEATURES_TITLE:
+        raise StoreError(
+            f"{out} is not a starskope features store (its title is {title!r}); give the "
+            "store `starskope features --out` wrote (a cube goes to `starskope features`)"
+        )
+    return dataset

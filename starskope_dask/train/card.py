@@ -67,6 +67,10 @@ def features_grid(attrs: Mapping[str, Any]) -> dict[str, Any]:
     return grid
 
 
+#: Differences a mismatch error lists before it counts the rest.
+_MOST_PROBLEMS = 6
+
+
 def check_features(card: Mapping[str, Any], dataset: Any, features_url: str) -> None:
     """Refuse features whose schema or grid differ from the model's.
 
@@ -96,6 +100,8 @@ def check_features(card: Mapping[str, Any], dataset: Any, features_url: str) -> 
             same = value == theirs
         if not same:
             problems.append(f"{name} is {theirs} (the model's is {value})")
+    if len(problems) > _MOST_PROBLEMS:
+        problems = [*problems[:_MOST_PROBLEMS], f"and {len(problems) - _MOST_PROBLEMS} more"]
     if problems:
         raise ModelMismatchError(
             features_url,

@@ -759,7 +759,7 @@ def _mark_threshold(ax: Any, metrics: Mapping[str, Any], curve: _Curve, kind: st
         x, y = curve.fpr[i], curve.recall[i]
     else:
         x, y = curve.recall[i], curve.precision[i]
-    ax.plot([x], [y], "o", color="tab:red", ms=6, label=f"threshold {thr:.3g}")
+    ax.plot([x], [y], "o", color="tab:red", ms=6, label=f"threshold {score_text(thr)}")
 
 
 def plot_history(history: Sequence[Mapping[str, Any]], path: str | Path, title: str = "") -> Path:

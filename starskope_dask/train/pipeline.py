@@ -661,7 +661,37 @@ def _check_out(config: TrainConfig) -> None:
     for name in ("features", "labels", "out"):
         if not getattr(config, name):
             raise ConfigError(f"train.{name} is not set (see `starskope train --help`)")
+    check_training_extra(config)
     check_model_folder(config.out, config.storage.options_for_url(config.out))
+
+
+def check_training_extra(config: TrainConfig) -> None:
+    """Refuse, before anything starts, a model whose libraries are not installed.
+
+    Raises
+    ------
+    ConfigError
+        Naming the model, the missing modules and the extra that installs them.
+    """
+    import importlib.util
+
+    needed: dict[str, tuple[str, ...]] = {
+        "cnn": ("tensorflow", "keras"),
+        "spectrogram-cnn": ("tensorflow", "keras"),
+        "logistic": ("dask_ml",),
+    }
+    modules = list(needed.get(config.model, ()))
+    if config.unsupervised == "autoencoder" and config.model not in CNN_KINDS:
+        modules += ["tensorflow", "keras"]
+    missing = [m for m in dict.fromkeys(modules) if importlib.util.find_spec(m) is None]
+    if missing:
+        what = f"--model {config.model}" + (
+            " --unsupervised autoencoder" if config.unsupervised == "autoencoder" else ""
+        )
+        raise ConfigError(
+            f"{what} needs {', '.join(missing)}, which are not installed: install the `train` "
+            "extra (pip install 'starskope-dask[train]'), or use --model gbt"
+        )
 
 
 def check_model_folder(out: str, options: Mapping[str, Any]) -> None:
