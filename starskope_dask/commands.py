@@ -480,7 +480,7 @@ def _config_option(parser: Any) -> None:
     parser.add_argument(
         "--config",
         metavar="FILE",
-        help="YAML config file (sections read, grid, ingest, features, storage); "
+        help="YAML config file (sections read, grid, ingest, features, train, storage, ...); "
         "DASK_STARSKOPE__SECTION__KEY variables apply too",
     )
 

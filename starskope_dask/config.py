@@ -774,7 +774,18 @@ class TrainConfig(_RunsOnACluster):
 
 
 _T = TypeVar("_T")
-SECTIONS = ("read", "grid", "ingest", "features", "train", "storage")
+SECTIONS = (
+    "pipeline",
+    "discover",
+    "read",
+    "grid",
+    "ingest",
+    "features",
+    "train",
+    "storage",
+    "jobqueue",
+    "kubernetes",
+)
 
 
 def _suggest(word: str, choices: Any) -> str:
@@ -1147,3 +1158,431 @@ def load_train_config(
         layers,
         storage=_build(StorageConfig, "storage", tree.get("storage", {}), layers),
     )
+
+
+# ------------------------------------------------------------------ the whole pipeline
+
+#: The pipeline's stages, in order; ``pipeline.stages`` is a contiguous run of them.
+STAGES = ("discover", "ingest", "features", "train", "evaluate", "predict")
+#: Where the stages run: a LocalCluster, an existing scheduler, or a batch system.
+CLUSTER_KINDS = ("local", "address", "slurm", "pbs")
+#: Artefacts of a pipeline and their names inside ``pipeline.workdir``.
+ARTEFACTS = {
+    "manifest": "manifest.parquet",
+    "cube": "cube.zarr",
+    "features": "features.zarr",
+    "model": "model",
+    "candidates": "candidates.csv",
+}
+
+
+def _check_string(key: str, value: Any, expected: str = "a URL or path (a string)") -> None:
+    if not isinstance(value, str):
+        raise _invalid(key, expected, value)
+
+
+def _check_strings(key: str, value: Any, expected: str) -> tuple[str, ...]:
+    """A list of strings (a single string is one item), returned as a tuple."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, Sequence) or not all(isinstance(v, str) for v in value):
+        raise _invalid(key, expected, value)
+    return tuple(v.strip() for v in value if v.strip())
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig(_RunsOnACluster):
+    """What ``starskope run`` runs, where its artefacts go and where it runs.
+
+    Attributes
+    ----------
+    workdir : str
+        Folder (local or ``s3://``) that holds every artefact not given a URL of its own, and
+        the run record ``pipeline.json``.
+    stages : tuple of str
+        A contiguous run of :data:`STAGES`.
+    manifest, cube, features, model, candidates : str
+        Artefact URLs; empty: ``WORKDIR/`` + :data:`ARTEFACTS`.
+    cluster : str
+        One of :data:`CLUSTER_KINDS`. ``local`` with a scheduler address (or
+        ``DASK_SCHEDULER_ADDRESS``, as a DaskJob sets it) connects there instead.
+    n_workers, threads_per_worker, memory_limit, scheduler_address
+        The LocalCluster (or the jobqueue cluster's worker count), as for ingest.
+    """
+
+    workdir: str = "starskope-run"
+    stages: tuple[str, ...] = STAGES
+    manifest: str = ""
+    cube: str = ""
+    features: str = ""
+    model: str = ""
+    candidates: str = ""
+    cluster: str = "local"
+    n_workers: int = 2
+    threads_per_worker: int = 1
+    memory_limit: str | int = "4GiB"
+    scheduler_address: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_string("pipeline.workdir", self.workdir)
+        if not self.workdir.strip():
+            raise _invalid("pipeline.workdir", "a folder (local path or s3:// URL)", self.workdir)
+        for name in ARTEFACTS:
+            _check_string(f"pipeline.{name}", getattr(self, name))
+        stages = _check_strings(
+            "pipeline.stages", self.stages, f"a list of stages from {', '.join(STAGES)}"
+        )
+        unknown = [s for s in stages if s not in STAGES]
+        if unknown:
+            raise _invalid(
+                "pipeline.stages",
+                "stages from " + ", ".join(STAGES),
+                unknown[0],
+                _suggest(unknown[0], STAGES),
+            )
+        if not stages:
+            raise _invalid("pipeline.stages", "at least one stage", list(self.stages))
+        positions = [STAGES.index(s) for s in stages]
+        if positions != list(range(positions[0], positions[0] + len(positions))):
+            raise ConfigError(
+                f"pipeline.stages must be a contiguous run in the order {', '.join(STAGES)}, "
+                f"not {', '.join(stages)} (each stage reads what the one before wrote)"
+            )
+        object.__setattr__(self, "stages", stages)
+        if self.cluster not in CLUSTER_KINDS:
+            raise _invalid(
+                "pipeline.cluster",
+                "one of " + ", ".join(CLUSTER_KINDS),
+                self.cluster,
+                _suggest(str(self.cluster), CLUSTER_KINDS),
+            )
+        _check_cluster_fields("pipeline", self)
+        if self.cluster == "address" and not self.resolved_scheduler_address:
+            raise ConfigError(
+                "pipeline.cluster is 'address' but no scheduler address is set: set "
+                "pipeline.scheduler_address or DASK_SCHEDULER_ADDRESS"
+            )
+
+    def artefact(self, name: str) -> str:
+        """The URL of artefact ``name`` (one of :data:`ARTEFACTS`)."""
+        given = str(getattr(self, name))
+        return given or f"{self.workdir.rstrip('/')}/{ARTEFACTS[name]}"
+
+    @property
+    def record_url(self) -> str:
+        """Where the run record (per stage: done, items, failures, time) is kept."""
+        return f"{self.workdir.rstrip('/')}/pipeline.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class DiscoverConfig:
+    """What the discover stage looks for (the options of ``starskope discover``).
+
+    With no ``targets``, ``targets_file`` or ``prefixes``, every product of ``archive`` is
+    listed.
+    """
+
+    targets: tuple[str, ...] = ()
+    targets_file: str = ""
+    archive: str = "s3://stpubdata"
+    prefixes: tuple[str, ...] = ()
+    via: str = "auto"
+    missions: tuple[str, ...] = ()
+    products: tuple[str, ...] = ()
+    radius_arcsec: float = 10.0
+    mast_cache: str = ""
+    offline: bool = False
+
+    def __post_init__(self) -> None:
+        for name, expected in (
+            ("targets", "a list of targets (KIC n, TIC n, RA,DEC[,R], hosts:k2, names)"),
+            ("prefixes", "a list of s3:// prefixes"),
+            ("missions", "a list of kepler, k2, tess"),
+            ("products", "a list of product names (kepler-lc, tess-spoc-2min, hlsp, ...)"),
+        ):
+            object.__setattr__(
+                self, name, _check_strings(f"discover.{name}", getattr(self, name), expected)
+            )
+        for name in ("targets_file", "archive", "mast_cache"):
+            _check_string(f"discover.{name}", getattr(self, name))
+        if self.via not in ("auto", "mast", "archive"):
+            raise _invalid("discover.via", "one of auto, mast, archive", self.via)
+        radius = _check_real("discover.radius_arcsec", self.radius_arcsec, "arcsec")
+        if not 0 < radius <= 3600:
+            raise _invalid("discover.radius_arcsec", "in (0, 3600] arcsec", radius)
+        object.__setattr__(self, "radius_arcsec", radius)
+        if not isinstance(self.offline, bool):
+            raise _invalid("discover.offline", "true or false", self.offline)
+
+
+@dataclasses.dataclass(frozen=True)
+class JobqueueConfig:
+    """A Slurm or PBS cluster through dask-jobqueue (``pipeline.cluster: slurm | pbs``).
+
+    Attributes
+    ----------
+    queue, account : str
+        Partition/queue and project to charge (empty: the site's default).
+    cores, processes : int
+        Cores per job and Dask worker processes per job.
+    memory : str
+        Memory per job (``"16GiB"``).
+    walltime : str
+        ``HH:MM:SS``.
+    jobs : int
+        Batch jobs to start (workers = jobs x processes).
+    interface : str
+        Network interface of the workers (``ib0``); empty: the default route's.
+    local_directory : str
+        Node-local scratch for spilling (``$TMPDIR``); empty: the job's working folder.
+    job_extra_directives, job_script_prologue : tuple of str
+        Extra ``#SBATCH``/``#PBS`` lines and shell lines before the worker starts
+        (``module load ...``, ``source .venv/bin/activate``).
+    """
+
+    queue: str = ""
+    account: str = ""
+    cores: int = 4
+    processes: int = 2
+    memory: str = "16GiB"
+    walltime: str = "04:00:00"
+    jobs: int = 2
+    interface: str = ""
+    local_directory: str = ""
+    job_extra_directives: tuple[str, ...] = ()
+    job_script_prologue: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("queue", "account", "interface", "local_directory", "walltime"):
+            _check_string(f"jobqueue.{name}", getattr(self, name), "a string")
+        for name, (low, high) in {
+            "cores": (1, 1024),
+            "processes": (1, 1024),
+            "jobs": (1, 10000),
+        }.items():
+            _check_int(f"jobqueue.{name}", getattr(self, name), low, high)
+        if self.processes > self.cores:
+            raise ConfigError(
+                f"jobqueue.processes ({self.processes}) must not exceed jobqueue.cores "
+                f"({self.cores}): each worker process needs a core"
+            )
+        _check_memory_limit("jobqueue.memory", self.memory)
+        if not re.fullmatch(r"(\d+-)?\d{1,3}:\d{2}:\d{2}", self.walltime):
+            raise _invalid("jobqueue.walltime", "HH:MM:SS (or D-HH:MM:SS)", self.walltime)
+        for name in ("job_extra_directives", "job_script_prologue"):
+            object.__setattr__(
+                self,
+                name,
+                _check_strings(f"jobqueue.{name}", getattr(self, name), "a list of lines"),
+            )
+            if any("\n" in line for line in getattr(self, name)):
+                raise _invalid(f"jobqueue.{name}", "single lines", getattr(self, name))
+
+
+_K8S_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?")
+_ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}")
+
+
+@dataclasses.dataclass(frozen=True)
+class KubernetesConfig:
+    """The Kubernetes resources ``starskope k8s render`` writes (dask-kubernetes operator).
+
+    Attributes
+    ----------
+    name, namespace : str
+        Resource names (DNS labels).
+    image : str
+        The container image (``Dockerfile``), pinned by tag or digest.
+    service_account : str
+        The pods' service account; with ``role_arn`` it carries the IRSA annotation that gives
+        the pods store credentials (no secret in any manifest).
+    role_arn : str
+        IAM role for the store bucket (``arn:aws:iam::123456789012:role/starskope``); empty:
+        no annotation (anonymous reads only, a local store).
+    region : str
+        AWS region of the cluster (us-east-1: next to the archive).
+    workers : int
+        Worker replicas of a DaskJob or DaskCluster.
+    min_workers, max_workers : int
+        The DaskAutoscaler's bounds.
+    worker_cpu : str
+        CPU request and limit per worker (``"2"``).
+    worker_memory : str
+        Memory request and limit per worker (sized from the measured peak RSS).
+    worker_threads : int
+        Threads per worker.
+    config_map : str
+        ConfigMap holding the pipeline YAML, mounted at ``/etc/starskope/pipeline.yaml``.
+    """
+
+    name: str = "starskope"
+    namespace: str = "starskope"
+    image: str = "ghcr.io/starskope/starskope-dask:0.1.0"
+    service_account: str = "starskope"
+    role_arn: str = ""
+    region: str = "us-east-1"
+    workers: int = 8
+    min_workers: int = 1
+    max_workers: int = 32
+    worker_cpu: str = "2"
+    worker_memory: str = "4GiB"
+    worker_threads: int = 2
+    config_map: str = "starskope-pipeline"
+
+    def __post_init__(self) -> None:
+        for name in ("name", "namespace", "service_account", "config_map"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not _K8S_NAME.fullmatch(value):
+                raise _invalid(
+                    f"kubernetes.{name}",
+                    "a DNS label: lower-case letters, digits and '-', at most 42 characters",
+                    value,
+                )
+        _check_string("kubernetes.image", self.image, "an image reference")
+        if not self.image or any(c.isspace() for c in self.image):
+            raise _invalid("kubernetes.image", "an image reference (registry/name:tag)", self.image)
+        _check_string("kubernetes.role_arn", self.role_arn, "an IAM role ARN")
+        if self.role_arn and not _ROLE_ARN.fullmatch(self.role_arn):
+            raise _invalid(
+                "kubernetes.role_arn", "arn:aws:iam::ACCOUNT:role/NAME (or empty)", self.role_arn
+            )
+        _check_string("kubernetes.region", self.region, "an AWS region")
+        for name, (low, high) in {
+            "workers": (1, 10000),
+            "min_workers": (0, 10000),
+            "max_workers": (1, 10000),
+            "worker_threads": (1, 256),
+        }.items():
+            _check_int(f"kubernetes.{name}", getattr(self, name), low, high)
+        if not self.min_workers <= self.max_workers:
+            raise ConfigError(
+                f"kubernetes.min_workers ({self.min_workers}) must not exceed "
+                f"kubernetes.max_workers ({self.max_workers})"
+            )
+        if not isinstance(self.worker_cpu, str | int) or not re.fullmatch(
+            r"\d+(\.\d+)?m?", str(self.worker_cpu)
+        ):
+            raise _invalid(
+                "kubernetes.worker_cpu", "a CPU quantity such as '2' or '1500m'", self.worker_cpu
+            )
+        object.__setattr__(self, "worker_cpu", str(self.worker_cpu))
+        _check_memory_limit("kubernetes.worker_memory", self.worker_memory)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Every stage's config of one pipeline run, read from one YAML file and the environment.
+
+    The stage configs hold the pipeline's artefact URLs (the cube of ``ingest`` is the store of
+    ``features``, ...); their own cluster keys are not used (the run has one cluster, set in
+    ``pipeline``).
+    """
+
+    source: str
+    pipeline: PipelineConfig
+    discover: DiscoverConfig
+    ingest: IngestConfig
+    features: FeaturesConfig
+    train: TrainConfig
+    jobqueue: JobqueueConfig
+    kubernetes: KubernetesConfig
+    storage: StorageConfig
+
+    @property
+    def n_workers(self) -> int:
+        """Workers of the run's LocalCluster (``cluster.ClusterSpec``)."""
+        return self.pipeline.n_workers
+
+    @property
+    def threads_per_worker(self) -> int:
+        """Threads per worker."""
+        return self.pipeline.threads_per_worker
+
+    @property
+    def memory_limit(self) -> str | int:
+        """Memory limit per worker."""
+        return self.pipeline.memory_limit
+
+    @property
+    def resolved_scheduler_address(self) -> str | None:
+        """The scheduler to connect to, if any."""
+        return self.pipeline.resolved_scheduler_address
+
+
+def load_run_config(
+    config_file: str | os.PathLike[str] | None = None, **overrides: Any
+) -> RunConfig:
+    """Build every stage's config of ``starskope run`` from one YAML file (and the defaults,
+    ``dask.config`` and ``DASK_STARSKOPE__*`` variables, as each stage's command does).
+
+    Parameters
+    ----------
+    config_file : path, optional
+        The pipeline YAML: sections ``pipeline``, ``discover``, ``read``, ``grid``,
+        ``ingest``, ``features``, ``train``, ``storage``, ``jobqueue``, ``kubernetes``.
+    **overrides
+        Values for ``pipeline.*`` keys that win over everything (``None`` values are ignored).
+
+    Raises
+    ------
+    ConfigError
+        For a bad file, section, key or value; the message names the key and where it was set.
+        Nothing is started or written.
+    """
+    layers = _layers(config_file)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if given:
+        layers.append(_Layer("overrides", "given on the command line", {"pipeline": given}))
+    tree = _tree(layers)
+
+    def build(cls: type[_T], section: str, **extra: Any) -> _T:
+        return _build(cls, section, tree.get(section, {}), layers, **extra)
+
+    storage = build(StorageConfig, "storage")
+    pipeline = build(PipelineConfig, "pipeline")
+    cube, features, model = (pipeline.artefact(n) for n in ("cube", "features", "model"))
+    train_section = dict(tree.get("train", {}) or {})
+    if not train_section.get("features"):
+        train_section["features"] = features
+    if not train_section.get("out"):
+        train_section["out"] = model
+    return RunConfig(
+        source=str(config_file) if config_file is not None else "the defaults",
+        pipeline=pipeline,
+        discover=build(DiscoverConfig, "discover"),
+        ingest=build(
+            IngestConfig,
+            "ingest",
+            manifest=pipeline.artefact("manifest"),
+            store=cube,
+            read=build(ReadConfig, "read"),
+            grid=build(GridConfig, "grid"),
+            storage=storage,
+        ),
+        features=build(FeaturesConfig, "features", store=cube, out=features, storage=storage),
+        train=_build(TrainConfig, "train", train_section, layers, storage=storage),
+        jobqueue=build(JobqueueConfig, "jobqueue"),
+        kubernetes=build(KubernetesConfig, "kubernetes"),
+        storage=storage,
+    )
+
+
+def load_kubernetes_config(
+    tree: Mapping[str, Any] | None = None, *, config_file: str | os.PathLike[str] | None = None
+) -> KubernetesConfig:
+    """Build the :class:`KubernetesConfig` (defaults and environment when ``tree`` is ``None``,
+    plus ``config_file``).
+
+    Raises
+    ------
+    ConfigError
+        For a bad value; the message names the key and where it was set.
+    """
+    return _section(KubernetesConfig, "kubernetes", tree, config_file)
+
+
+def load_jobqueue_config(
+    tree: Mapping[str, Any] | None = None, *, config_file: str | os.PathLike[str] | None = None
+) -> JobqueueConfig:
+    """Build the :class:`JobqueueConfig` (as :func:`load_kubernetes_config`)."""
+    return _section(JobqueueConfig, "jobqueue", tree, config_file)
