@@ -9,6 +9,7 @@ exit code by :func:`starskope_dask.cli.main`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -80,46 +81,35 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_discover(args: argparse.Namespace) -> int:
     """Targets to a manifest: archive-native for catalogue IDs, MAST for names and cones."""
-    from pathlib import Path
-
-    from starskope_dask.config import load_storage_config
+    from starskope_dask.config import DiscoverConfig, load_storage_config
     from starskope_dask.discover import (
         check_cone_radius,
         check_manifest_output,
-        discover,
-        list_archive,
-        read_targets_file,
+        discover_with_config,
         write_manifest,
     )
-    from starskope_dask.mast import MastClient, MastSettings, default_cache_dir
     from starskope_dask.pipeline import store_options_for
 
     radius = check_cone_radius(args.radius, "--radius")
     check_manifest_output(args.output)  # before any discovery: fail in seconds, not at the end
-    targets = list(args.targets)
-    for path in args.targets_file or []:
-        targets += read_targets_file(path)
-    storage = load_storage_config(config_file=args.config)
-    options = storage.storage_options()
-    settings = MastSettings(
-        cache_dir=Path(args.mast_cache) if args.mast_cache else default_cache_dir(),
+    config = DiscoverConfig(
+        targets=tuple(args.targets),
+        archive=args.archive,
+        prefixes=tuple(args.prefix or ()),
+        via=args.via,
+        missions=tuple(args.mission or ()),
+        products=tuple(args.product or ()),
+        radius_arcsec=radius,
+        mast_cache=args.mast_cache or "",
         offline=args.offline,
     )
-    problems: list[str] = []
-    if not targets and not args.prefix:
-        manifest = list_archive(args.archive, options)
-    else:
-        manifest, problems = discover(
-            targets,
-            via=args.via,
-            archive=args.archive,
-            prefixes=args.prefix or (),
-            missions=args.mission,
-            products=args.product,
-            radius_arcsec=radius,
-            mast=MastClient(settings),
-            storage_options=options,
-        )
+    if args.targets_file:  # each file read here: one error names the file that failed
+        from starskope_dask.discover import read_targets_file
+
+        extra = tuple(t for path in args.targets_file for t in read_targets_file(path))
+        config = dataclasses.replace(config, targets=config.targets + extra)
+    storage = load_storage_config(config_file=args.config)
+    manifest, problems = discover_with_config(config, storage)
     for problem in problems:
         emit_error(f"warning: {one_line(problem, 1000)}")
     if manifest.empty:
@@ -425,6 +415,52 @@ def _missing(value: Any) -> bool:
     return bool(pd.isna(value))
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """The whole pipeline (or a contiguous run of its stages) from one config file."""
+    from starskope_dask.config import load_run_config
+    from starskope_dask.runner import run_pipeline
+
+    stages = tuple(s.strip() for s in args.stages.split(",")) if args.stages else None
+    run = load_run_config(
+        args.pipeline,
+        stages=stages,
+        workdir=args.workdir,
+        scheduler_address=args.scheduler,
+        n_workers=args.workers,
+        memory_limit=args.memory_limit,
+        cluster=args.cluster,
+    )
+    logging.getLogger("starskope_dask").setLevel(logging.INFO)
+    summary = run_pipeline(run, progress=not args.quiet)
+    emit(summary.table())
+    emit(f"run record: {summary.record} ({summary.seconds:.1f} s)")
+    for outcome in summary.stages:
+        if outcome.stage == "ingest" and outcome.failures:
+            emit_error(
+                f"ingest: {outcome.failures} products failed; see `starskope status "
+                f"{outcome.output}`"
+            )
+        elif outcome.failures:
+            emit_error(f"{outcome.stage}: {outcome.failures} failures (see {summary.record})")
+    if args.json:
+        emit(json.dumps(summary.as_dict(), default=str))
+    return 0 if summary.n_failures == 0 else 1
+
+
+def cmd_k8s_render(args: argparse.Namespace) -> int:
+    """Render the Kubernetes manifests of a pipeline config (``starskope_dask.k8s``)."""
+    from starskope_dask import k8s
+
+    files = k8s.render_config_file(args.config)
+    if args.stdout:
+        for text in files.values():
+            emit(text.rstrip("\n"))
+        return 0
+    for path in k8s.write_manifests(files, args.out_dir):
+        emit(str(path))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """The embedded main job: local S3 server, simulated archive, discover, ingest, plot."""
     from starskope_dask.demo import DEMO_STARS, run_demo
@@ -437,6 +473,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         n_workers=args.workers,
         model=args.model,
     )
+    emit(result["run"].table())
     emit(_summary_text(result["summary"]))
     plot = result["plot"] or "none (no star was stored)"
     emit(f"manifest: {result['manifest']}\nstore: {result['store']}\nplot: {plot}")
@@ -463,6 +500,51 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 f"SNR={row['snr']:.1f} score={score_text(row['score'])}"
             )
     return 0 if result["summary"]["n_failed"] == 0 else 1
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    """Copy a manifest's products to a folder or a bucket, or write a curl script for them."""
+    from starskope_dask.config import load_storage_config
+    from starskope_dask.discover import read_manifest
+    from starskope_dask.download import (
+        check_concurrency,
+        download_manifest,
+        failure_report,
+        write_curl_script,
+    )
+
+    check_concurrency(args.concurrency)
+    storage = load_storage_config(config_file=args.config)
+    if args.curl_script:
+        frame = read_manifest(args.manifest, storage)
+        n = write_curl_script(
+            frame, args.dest, args.curl_script, args.source, storage=storage, manifest=args.manifest
+        )
+        emit(
+            f"wrote {args.curl_script}: {n} curl commands downloading into {args.dest}; run it "
+            f"with `bash {args.curl_script}` (export MAST_API_TOKEN first for exclusive-access "
+            "products)"
+        )
+        return 0
+    # The token is handed to the library only: never printed, logged or written.
+    token = os.environ.get("MAST_API_TOKEN") or None
+    summary = download_manifest(
+        args.manifest,
+        args.dest,
+        storage=storage,
+        concurrency=args.concurrency,
+        source=args.source,
+        progress=not args.quiet,
+        token=token,
+    )
+    for line in failure_report(summary):
+        emit_error(line)
+    emit(
+        f"{summary.dest}: {summary.n_downloaded} of {summary.n_products} products downloaded, "
+        f"{summary.n_skipped} already there, {summary.n_failed} failed; "
+        f"{summary.bytes / 1e6:.1f} MB in {summary.seconds:.1f} s"
+    )
+    return 0 if summary.n_failed == 0 else 1
 
 
 def _parser(sub: Any, name: str, help_text: str, codes: str, **kwargs: Any) -> Any:
@@ -703,6 +785,88 @@ def register(sub: Any) -> None:
     predict.add_argument("--top", type=int, default=10, help="candidates to print (default 10)")
     _config_option(predict)
     predict.set_defaults(func=cmd_predict)
+
+    run = _parser(
+        sub,
+        "run",
+        "the whole pipeline from one config: discover, ingest, features, train, evaluate, predict",
+        "0 every stage done without failures; 1 some items failed (targets, products, stars;\n"
+        "the others went on); 2 bad config (the message names the key and where it was set),\n"
+        "labels that give no usable classes, an unreachable scheduler; 3 an artefact that\n"
+        "cannot be read or written, or that this pipeline did not write. A rerun skips the\n"
+        "stages that finished (same settings, unchanged input) and resumes the others.",
+        description="PIPELINE.yaml holds the sections of every stage (pipeline, discover, read,\n"
+        "grid, ingest, features, train, storage, jobqueue, kubernetes); DASK_STARSKOPE__*\n"
+        "variables override it. See jobs/pipeline.yaml for an annotated example.",
+    )
+    run.add_argument("pipeline", metavar="PIPELINE.yaml", help="the pipeline config")
+    run.add_argument("--stages", help="a contiguous run of stages, comma-separated")
+    run.add_argument("--workdir", help="folder (or s3:// URL) of the artefacts and pipeline.json")
+    run.add_argument("--scheduler", help="Dask scheduler address (or DASK_SCHEDULER_ADDRESS)")
+    run.add_argument("--workers", type=int, help="LocalCluster worker processes")
+    run.add_argument("--memory-limit", help="memory per LocalCluster worker (4GiB, auto)")
+    run.add_argument(
+        "--cluster", choices=("local", "address", "slurm", "pbs"), help="where the stages run"
+    )
+    run.add_argument("--json", action="store_true", help="also print the summary as JSON")
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    run.set_defaults(func=cmd_run)
+
+    download = _parser(
+        sub,
+        "download",
+        "copy a manifest's products to a folder or a bucket (a mirror), or write a curl script",
+        "0 every product downloaded or already there (or the script written); 1 some products\n"
+        "failed (listed on stderr and in DEST/_download/failures.csv; a rerun retries them);\n"
+        "2 bad arguments or manifest; 3 DEST (or the script) cannot be written.",
+        description="Products keep the archive's key layout below DEST, so that the mirror is an\n"
+        "archive itself (`starskope discover --archive DEST`). A rerun skips complete\n"
+        "products; partial files never get a final name. Exclusive-access products: set\n"
+        "MAST_API_TOKEN (a MAST token: sent to mast.stsci.edu only, never printed or\n"
+        "stored).",
+    )
+    download.add_argument("manifest", metavar="MANIFEST", help="manifest (path, s3:// or https://)")
+    download.add_argument("dest", metavar="DEST", help="local folder or s3://bucket[/prefix]")
+    download.add_argument(
+        "--source",
+        choices=("auto", "s3", "https"),
+        default="auto",
+        help="auto: each product's s3_uri, else its https_url (default); s3: the bucket only; "
+        "https: MAST's HTTPS URLs",
+    )
+    download.add_argument(
+        "--concurrency", type=int, default=16, help="requests in flight at once (default 16)"
+    )
+    download.add_argument(
+        "--curl-script",
+        metavar="FILE",
+        help="instead of downloading, write a bash script of curl commands that downloads "
+        "into DEST",
+    )
+    _config_option(download)
+    download.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    download.set_defaults(func=cmd_download)
+
+    k8s_parser = _parser(
+        sub,
+        "k8s",
+        "Kubernetes manifests of the pipeline (dask-kubernetes operator)",
+        "0 done; 2 a bad config; 3 a file in --out-dir that starskope did not write.",
+    )
+    k8s_sub = k8s_parser.add_subparsers(dest="k8s_command", required=True)
+    k8s_render = _parser(
+        k8s_sub,
+        "render",
+        "write daskjob.yaml and daskcluster.yaml from a pipeline config",
+        "0 written; 2 a bad config (or one that cannot run in a DaskJob); 3 a file in\n"
+        "--out-dir that `starskope k8s render` did not write (refused; nothing written).",
+    )
+    k8s_render.add_argument(
+        "--config", required=True, metavar="PIPELINE.yaml", help="the pipeline config"
+    )
+    k8s_render.add_argument("--out-dir", default="k8s", help="folder of the files (default k8s)")
+    k8s_render.add_argument("--stdout", action="store_true", help="print instead of writing")
+    k8s_render.set_defaults(func=cmd_k8s_render)
 
     demo = _parser(
         sub,

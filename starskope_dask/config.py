@@ -1510,7 +1510,10 @@ class RunConfig:
 
 
 def load_run_config(
-    config_file: str | os.PathLike[str] | None = None, **overrides: Any
+    config_file: str | os.PathLike[str] | None = None,
+    *,
+    sections: Mapping[str, Mapping[str, Any]] | None = None,
+    **overrides: Any,
 ) -> RunConfig:
     """Build every stage's config of ``starskope run`` from one YAML file (and the defaults,
     ``dask.config`` and ``DASK_STARSKOPE__*`` variables, as each stage's command does).
@@ -1520,6 +1523,8 @@ def load_run_config(
     config_file : path, optional
         The pipeline YAML: sections ``pipeline``, ``discover``, ``read``, ``grid``,
         ``ingest``, ``features``, ``train``, ``storage``, ``jobqueue``, ``kubernetes``.
+    sections : mapping, optional
+        Sections given by the caller (``starskope demo``'s settings), over the file.
     **overrides
         Values for ``pipeline.*`` keys that win over everything (``None`` values are ignored).
 
@@ -1530,6 +1535,10 @@ def load_run_config(
         Nothing is started or written.
     """
     layers = _layers(config_file)
+    if sections:
+        layer = _Layer("overrides", "given by the caller", sections)
+        _check_layer(layer)
+        layers.append(layer)
     given = {k: v for k, v in overrides.items() if v is not None}
     if given:
         layers.append(_Layer("overrides", "given on the command line", {"pipeline": given}))
@@ -1547,7 +1556,11 @@ def load_run_config(
     if not train_section.get("out"):
         train_section["out"] = model
     return RunConfig(
-        source=str(config_file) if config_file is not None else "the defaults",
+        source=str(config_file)
+        if config_file is not None
+        else "settings given by the caller"
+        if sections
+        else "the defaults",
         pipeline=pipeline,
         discover=build(DiscoverConfig, "discover"),
         ingest=build(

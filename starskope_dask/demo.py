@@ -12,34 +12,26 @@ mission and one page for each of its strongest transit signals.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from starskope_dask.cluster import with_own_client
-from starskope_dask.config import (
-    load_features_config,
-    load_ingest_config,
-    load_storage_config,
-    load_train_config,
-)
-from starskope_dask.discover import list_archive, write_manifest
+from starskope_dask.config import RunConfig, load_run_config
 from starskope_dask.errors import LabelError
 from starskope_dask.features.pipeline import open_features
-from starskope_dask.features.pipeline import run_with_client as run_features
 from starskope_dask.features.stellar import default_catalog_url
 from starskope_dask.fetch import writable_folder
-from starskope_dask.pipeline import run_with_client
 from starskope_dask.plots import plot_cube_stars, plot_star_page
+from starskope_dask.runner import RunSummary, run_pipeline
 from starskope_dask.s3server import local_s3_server
 from starskope_dask.simulate import SimulationConfig, simulate_archive
-from starskope_dask.store import open_cube
-from starskope_dask.train.pipeline import EvaluateConfig, evaluate, predict
-from starskope_dask.train.pipeline import run_with_client as run_train
+from starskope_dask.store import open_cube, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -106,25 +98,7 @@ def run_demo(
         eb_fraction=0.15,
     )
     out_dir = Path(out)
-    manifest = out_dir / "manifest.parquet"
-    store = out_dir / "cube.zarr"
-    features_store = out_dir / "features.zarr"
-    config = load_ingest_config(str(manifest), str(store), n_workers=n_workers, star_chunk=8)
-    features_config = load_features_config(
-        str(store),
-        str(features_store),
-        n_workers=n_workers,
-        stellar=default_catalog_url("s3://stpubdata"),
-    )
-    train_config = load_train_config(
-        str(features_store),
-        "truth:s3://stpubdata",
-        str(out_dir / "model"),
-        model=model,
-        n_workers=n_workers,
-        val_fraction=0.2,
-        test_fraction=0.25,
-    )
+    run = load_run_config(sections=demo_sections(out_dir, n_workers, model))
     prepare_output(out_dir)
     with local_s3_server("stpubdata") as s3:
         logger.info("simulating %d stars into s3://stpubdata at %s", n_stars, s3.endpoint_url)
@@ -135,27 +109,13 @@ def run_demo(
             processes=max(1, min(n_workers, os.cpu_count() or 1)),
             progress=True,
         )
-        frame = list_archive("s3://stpubdata/", s3.storage_options())
-        write_manifest(frame, str(manifest))
-        logger.info("discovered %d products", len(frame))
-        # one LocalCluster for both stages; features run inside the server's lifetime (the
-        # stellar catalogue is in the simulated archive)
-
-        def stages(get_client: Any) -> tuple[Any, Any, Any]:
-            ingested = run_with_client(config, get_client())
-            if not ingested.n_stored:
-                return ingested, None, None
-            featured = run_features(features_config, get_client())
-            try:
-                trained = run_train(train_config, get_client())
-            except LabelError as exc:  # too few signals of one class to learn from
-                logger.warning("no model trained: %s", exc)
-                trained = None
-            return ingested, featured, trained
-
-        summary, features_summary, train_summary = with_own_client(config, stages)
-        learnt = _evaluate_and_rank(train_summary, out_dir, str(features_store))
-    cube = open_cube(str(store))
+        # the pipeline inside the server's lifetime: the stellar catalogue and the labels
+        # (the simulator's truth) are in the simulated archive
+        summary = _run_demo_pipeline(run)
+    stages = {s.stage: s for s in summary.stages}
+    store = run.pipeline.artefact("cube")
+    features_store = run.pipeline.artefact("features")
+    cube = open_cube(store)
     multi = [
         int(s)
         for s, m in zip(cube["star"].values, cube["missions"].values, strict=True)
@@ -175,51 +135,77 @@ def run_demo(
     else:
         logger.warning("no star was stored, so nothing to plot; see `starskope status %s`", store)
     pages: list[str] = []
-    if features_summary is not None:
-        features = open_features(str(features_store))
+    if "features" in stages:
+        features = open_features(features_store)
         snr = np.nan_to_num(features["snr"].values[:, 0], nan=-1.0)
         for row in np.argsort(-snr)[: min(3, int((snr > 0).sum()))]:
             path = out_dir / f"star-{int(row):06d}.png"
             pages.append(str(plot_star_page(features, int(row), path)))
+    record = read_json(run.pipeline.record_url) or {}
+    done = record.get("stages", {})
+    learnt = _learnt(done, run)
     (out_dir / "summary.json").write_text(
-        json.dumps(
-            {
-                "ingest": summary.as_dict(),
-                "features": features_summary.as_dict() if features_summary else None,
-                "train": train_summary.as_dict() if train_summary else None,
-                "test": learnt.get("test"),
-            },
-            indent=1,
-            default=str,
-        )
+        json.dumps({**summary.as_dict(), "test": learnt.get("test")}, indent=1, default=str)
     )
     return {
-        "summary": summary.as_dict(),
-        "features_summary": features_summary.as_dict() if features_summary else None,
-        "manifest": str(manifest),
-        "store": str(store),
-        "features": str(features_store) if features_summary else "",
+        "run": summary,
+        "summary": done["ingest"]["details"] if "ingest" in done else {},
+        "features_summary": done.get("features", {}).get("details"),
+        "manifest": run.pipeline.artefact("manifest"),
+        "store": store,
+        "features": features_store if "features" in done else "",
         "plot": plot,
         "pages": pages,
-        "train_summary": train_summary.as_dict() if train_summary else None,
+        "train_summary": done.get("train", {}).get("details") if "train" in stages else None,
         **learnt,
     }
 
 
-def _evaluate_and_rank(train_summary: Any, out_dir: Path, features: str) -> dict[str, Any]:
-    """Evaluate the demo's model on its test stars and rank every signal (inside the S3
-    server's lifetime: the labels are the simulated archive's truth).
+def demo_sections(out_dir: Path, n_workers: int, model: str) -> dict[str, Any]:
+    """The demo's pipeline config: the whole simulated archive on a LocalCluster, into
+    ``out_dir`` (what ``jobs/pipeline.yaml`` spells out as a file).
     """
-    if train_summary is None:
+    return {
+        "pipeline": {
+            "workdir": str(out_dir),
+            "cluster": "local",
+            "n_workers": n_workers,
+        },
+        "discover": {"archive": "s3://stpubdata/"},
+        "ingest": {"star_chunk": 8},
+        "features": {"stellar": default_catalog_url("s3://stpubdata")},
+        "train": {
+            "labels": "truth:s3://stpubdata",
+            "model": model,
+            "val_fraction": 0.2,
+            "test_fraction": 0.25,
+        },
+    }
+
+
+def _run_demo_pipeline(run: RunConfig) -> RunSummary:
+    """The pipeline; with too few signals of one class to learn from, the stages before
+    training still count (the demo goes on to plot what it has).
+    """
+    try:
+        return run_pipeline(run)
+    except LabelError as exc:
+        logger.warning("no model trained: %s", exc)
+        before = run.pipeline.stages[: run.pipeline.stages.index("train")]
+        return run_pipeline(
+            dataclasses.replace(run, pipeline=dataclasses.replace(run.pipeline, stages=before))
+        )
+
+
+def _learnt(done: Mapping[str, Any], run: RunConfig) -> dict[str, Any]:
+    """The test metrics and the top candidates, from the run record."""
+    if "evaluate" not in done or "predict" not in done:
         return {"test": None, "roc": "", "candidates": "", "top": []}
-    storage = load_storage_config()
-    metrics = evaluate(EvaluateConfig(model=train_summary.out), storage)
-    candidates = out_dir / "candidates.csv"
-    ranked = predict(train_summary.out, features, str(candidates), storage)
+    metrics = done["evaluate"]["details"]
     test = {k: metrics.get(k) for k in ("n", "n_positive", "roc_auc", "average_precision")}
     return {
         "test": test,
         "roc": f"{metrics['out']}/roc.png",
-        "candidates": str(candidates),
-        "top": ranked.head(5).to_dict("records"),
+        "candidates": run.pipeline.artefact("candidates"),
+        "top": done["predict"]["details"]["top"],
     }

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from starskope_dask.config import StorageConfig
+from starskope_dask.config import DiscoverConfig, StorageConfig
 from starskope_dask.errors import (
     ArchiveError,
     ConfigError,
@@ -1152,3 +1152,49 @@ def discover(
 def _catalogue_ids(frame: pd.DataFrame) -> list[int]:
     ids = frame[["kic", "epic", "tic"]].astype("Float64").fillna(-1).max(axis=1)
     return [int(v) for v in ids]
+
+
+def discover_with_config(
+    config: DiscoverConfig, storage: StorageConfig
+) -> tuple[pd.DataFrame, list[str]]:
+    """The discover stage of a config (``starskope discover``'s options, or the ``discover``
+    section of a pipeline): targets (and a targets file) to a manifest, or, with no targets
+    and no prefixes, every product of ``config.archive``.
+
+    Returns
+    -------
+    manifest, problems
+        The manifest frame and one line per target that found nothing or failed.
+
+    Raises
+    ------
+    ConfigError
+        For a bad target or targets file.
+    ArchiveError, StoreError
+        If the archive or MAST cannot be reached.
+    """
+    from pathlib import Path
+
+    from starskope_dask.mast import MastSettings, default_cache_dir
+
+    targets = list(config.targets)
+    if config.targets_file:
+        targets += read_targets_file(config.targets_file)
+    options = storage.storage_options()
+    if not targets and not config.prefixes:
+        return list_archive(config.archive, options), []
+    settings = MastSettings(
+        cache_dir=Path(config.mast_cache) if config.mast_cache else default_cache_dir(),
+        offline=config.offline,
+    )
+    return discover(
+        targets,
+        via=config.via,
+        archive=config.archive,
+        prefixes=config.prefixes,
+        missions=config.missions or None,
+        products=config.products or None,
+        radius_arcsec=config.radius_arcsec,
+        mast=MastClient(settings),
+        storage_options=options,
+    )
