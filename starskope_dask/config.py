@@ -1229,6 +1229,13 @@ class PipelineConfig(_RunsOnACluster):
             raise _invalid("pipeline.workdir", "a folder (local path or s3:// URL)", self.workdir)
         for name in ARTEFACTS:
             _check_string(f"pipeline.{name}", getattr(self, name))
+        for name in ("workdir", *ARTEFACTS):  # local paths absolute: one name per place
+            value = str(getattr(self, name)).strip()
+            if value and ("://" not in value or value.startswith("file://")):
+                path = value[len("file://") :] if value.startswith("file://") else value
+                object.__setattr__(self, name, os.path.abspath(os.path.expanduser(path)))
+        if self.workdir.rstrip("/").endswith("://") or self.workdir.rstrip("/") in ("s3:", ""):
+            raise _invalid("pipeline.workdir", "a folder or s3://BUCKET/PREFIX", self.workdir)
         stages = _check_strings(
             "pipeline.stages", self.stages, f"a list of stages from {', '.join(STAGES)}"
         )
@@ -1305,6 +1312,8 @@ class DiscoverConfig:
             )
         for name in ("targets_file", "archive", "mast_cache"):
             _check_string(f"discover.{name}", getattr(self, name))
+        if not self.archive.strip():
+            raise _invalid("discover.archive", "a bucket or folder (s3://stpubdata)", self.archive)
         if self.via not in ("auto", "mast", "archive"):
             raise _invalid("discover.via", "one of auto, mast, archive", self.via)
         radius = _check_real("discover.radius_arcsec", self.radius_arcsec, "arcsec")
@@ -1355,6 +1364,8 @@ class JobqueueConfig:
     def __post_init__(self) -> None:
         for name in ("queue", "account", "interface", "local_directory", "walltime"):
             _check_string(f"jobqueue.{name}", getattr(self, name), "a string")
+            if any(c in getattr(self, name) for c in "\n\r\0"):
+                raise _invalid(f"jobqueue.{name}", "one line", getattr(self, name))
         for name, (low, high) in {
             "cores": (1, 1024),
             "processes": (1, 1024),
@@ -1367,7 +1378,7 @@ class JobqueueConfig:
                 f"({self.cores}): each worker process needs a core"
             )
         _check_memory_limit("jobqueue.memory", self.memory)
-        if not re.fullmatch(r"(\d+-)?\d{1,3}:\d{2}:\d{2}", self.walltime):
+        if not re.fullmatch(r"([0-9]+-)?[0-9]{1,3}:[0-5][0-9]:[0-5][0-9]", self.walltime):
             raise _invalid("jobqueue.walltime", "HH:MM:SS (or D-HH:MM:SS)", self.walltime)
         for name in ("job_extra_directives", "job_script_prologue"):
             object.__setattr__(
@@ -1379,7 +1390,7 @@ class JobqueueConfig:
                 raise _invalid(f"jobqueue.{name}", "single lines", getattr(self, name))
 
 
-_K8S_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?")
+_K8S_NAME = re.compile(r"[a-z]([-a-z0-9]{0,40}[a-z0-9])?", re.ASCII)
 _ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}")
 
 
@@ -1435,11 +1446,11 @@ class KubernetesConfig:
             if not isinstance(value, str) or not _K8S_NAME.fullmatch(value):
                 raise _invalid(
                     f"kubernetes.{name}",
-                    "a DNS label: lower-case letters, digits and '-', at most 42 characters",
+                    "a DNS label: a lower-case letter, then letters, digits and '-' (at most 42)",
                     value,
                 )
         _check_string("kubernetes.image", self.image, "an image reference")
-        if not self.image or any(c.isspace() for c in self.image):
+        if not re.fullmatch(r"[a-z0-9][a-z0-9._/:@-]*", self.image, re.ASCII):
             raise _invalid("kubernetes.image", "an image reference (registry/name:tag)", self.image)
         _check_string("kubernetes.role_arn", self.role_arn, "an IAM role ARN")
         if self.role_arn and not _ROLE_ARN.fullmatch(self.role_arn):
@@ -1447,6 +1458,8 @@ class KubernetesConfig:
                 "kubernetes.role_arn", "arn:aws:iam::ACCOUNT:role/NAME (or empty)", self.role_arn
             )
         _check_string("kubernetes.region", self.region, "an AWS region")
+        if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-[0-9]", self.region, re.ASCII):
+            raise _invalid("kubernetes.region", "an AWS region such as us-east-1", self.region)
         for name, (low, high) in {
             "workers": (1, 10000),
             "min_workers": (0, 10000),
@@ -1459,8 +1472,11 @@ class KubernetesConfig:
                 f"kubernetes.min_workers ({self.min_workers}) must not exceed "
                 f"kubernetes.max_workers ({self.max_workers})"
             )
-        if not isinstance(self.worker_cpu, str | int) or not re.fullmatch(
-            r"\d+(\.\d+)?m?", str(self.worker_cpu)
+        if (
+            isinstance(self.worker_cpu, bool)
+            or not isinstance(self.worker_cpu, str | int)
+            or not re.fullmatch(r"[0-9]+(\.[0-9]+)?m?", str(self.worker_cpu))
+            or float(str(self.worker_cpu).rstrip("m")) <= 0
         ):
             raise _invalid(
                 "kubernetes.worker_cpu", "a CPU quantity such as '2' or '1500m'", self.worker_cpu
@@ -1578,24 +1594,3 @@ def load_run_config(
         kubernetes=build(KubernetesConfig, "kubernetes"),
         storage=storage,
     )
-
-
-def load_kubernetes_config(
-    tree: Mapping[str, Any] | None = None, *, config_file: str | os.PathLike[str] | None = None
-) -> KubernetesConfig:
-    """Build the :class:`KubernetesConfig` (defaults and environment when ``tree`` is ``None``,
-    plus ``config_file``).
-
-    Raises
-    ------
-    ConfigError
-        For a bad value; the message names the key and where it was set.
-    """
-    return _section(KubernetesConfig, "kubernetes", tree, config_file)
-
-
-def load_jobqueue_config(
-    tree: Mapping[str, Any] | None = None, *, config_file: str | os.PathLike[str] | None = None
-) -> JobqueueConfig:
-    """Build the :class:`JobqueueConfig` (as :func:`load_kubernetes_config`)."""
-    return _section(JobqueueConfig, "jobqueue", tree, config_file)

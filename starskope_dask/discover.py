@@ -35,6 +35,7 @@ from starskope_dask.errors import (
     StoreError,
     TargetNotFoundError,
     UnsupportedSchemeError,
+    one_line,
 )
 from starskope_dask.fetch import (
     SourceOptions,
@@ -288,13 +289,8 @@ def write_manifest(frame: pd.DataFrame, url: str, storage_options: SourceOptions
             else "check the bucket, the endpoint (AWS_ENDPOINT_URL_S3) and the credentials"
         )
         raise StoreError(
-            f"cannot write the manifest {url}: {type(exc).__name__}: {_short(exc)}; {hint}"
+            f"cannot write the manifest {url}: {type(exc).__name__}: {one_line(exc, 300)}; {hint}"
         ) from exc
-
-
-def _short(exc: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(exc).split())
-    return text[:limit] + ("..." if len(text) > limit else "")
 
 
 def read_manifest(url: str, storage_options: SourceOptions = None) -> pd.DataFrame:
@@ -350,8 +346,8 @@ def read_manifest(url: str, storage_options: SourceOptions = None) -> pd.DataFra
         frame = pd.read_parquet(io.BytesIO(data))
     except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, TypeError, ...
         raise ConfigError(
-            f"manifest {url} cannot be read as Parquet ({type(exc).__name__}: {_short(exc)}); "
-            "give the file `starskope discover -o` wrote"
+            f"manifest {url} cannot be read as Parquet ({type(exc).__name__}: "
+            f"{one_line(exc, 300)}); give the file `starskope discover -o` wrote"
         ) from exc
     return validate_manifest(frame, url)
 

@@ -83,6 +83,7 @@ from starskope_dask.errors import (
     StarskopeError,
     StoreError,
     UnsupportedSchemeError,
+    one_line,
 )
 from starskope_dask.fetch import (
     anonymous_http_url,
@@ -296,6 +297,23 @@ def join_dest(dest: str, key: str) -> str:
     return f"{dest.rstrip('/')}/{key}"
 
 
+def _instance_metadata_url(url: str) -> bool:
+    """Whether ``url`` points at a link-local or cloud instance-metadata address."""
+    import ipaddress
+    import urllib.parse
+
+    if "://" not in url:
+        return False
+    host = (urllib.parse.urlsplit(url).hostname or "").strip("[]").lower()
+    if host in ("metadata.google.internal", "metadata", "instance-data"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_link_local or address == ipaddress.ip_address("fd00:ec2::254")
+
+
 def plan_download(
     frame: pd.DataFrame, dest: str, source: str = "auto", *, manifest: str = "manifest"
 ) -> list[DownloadItem]:
@@ -341,6 +359,13 @@ def plan_download(
         raise ConfigError(
             f"manifest {manifest}: {_rows(missing)}: no {column} to read with --source "
             f"{source}; {fix}"
+        )
+    forbidden = pd.Series([_instance_metadata_url(u) for u in urls])
+    if forbidden.any():
+        raise ConfigError(
+            f"manifest {manifest}: {_rows(forbidden)}: a link-local or cloud-metadata address "
+            "(169.254.0.0/16, fe80::/10, fd00:ec2::254, metadata.google.internal) is no "
+            f"product: a crafted manifest would copy the instance's credentials; {fix}"
         )
     keys: list[str | None] = []
     archive: list[bool] = []  # the key is an archive key: one product per key
@@ -448,13 +473,9 @@ def check_destination(dest: str, storage: StorageConfig | None = None) -> None:
         raise
     except Exception as exc:
         raise StoreError(
-            f"cannot write the download to {dest}: {type(exc).__name__}: {_short(exc)}; {hint}"
+            f"cannot write the download to {dest}: {type(exc).__name__}: "
+            f"{one_line(exc, 300)}; {hint}"
         ) from exc
-
-
-def _short(exc: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(exc).split())
-    return text[:limit] + ("..." if len(text) > limit else "")
 
 
 def _existing_sizes(dest: str, storage: StorageConfig) -> dict[str, int] | None:
@@ -472,7 +493,7 @@ def _existing_sizes(dest: str, storage: StorageConfig) -> dict[str, int] | None:
         return {}
     except Exception as exc:
         raise StoreError(
-            f"cannot list {dest}: {type(exc).__name__}: {_short(exc)}; check the endpoint "
+            f"cannot list {dest}: {type(exc).__name__}: {one_line(exc, 300)}; check the endpoint "
             "(AWS_ENDPOINT_URL_S3) and the credentials"
         ) from exc
     return {
@@ -594,7 +615,9 @@ def _write(item: DownloadItem, data: bytes, fs: Any) -> int:
         else:
             fs.pipe_file(item.dest, data)  # one PUT: the object appears whole or not at all
     except Exception as exc:
-        raise StoreError(f"cannot write {item.dest}: {type(exc).__name__}: {_short(exc)}") from exc
+        raise StoreError(
+            f"cannot write {item.dest}: {type(exc).__name__}: {one_line(exc, 300)}"
+        ) from exc
     return len(data)
 
 
@@ -616,7 +639,7 @@ def _remove_failures(url: str, storage: StorageConfig) -> None:
             if fs.exists(url):
                 fs.rm_file(url)
     except Exception as exc:
-        logger.warning("cannot remove %s: %s: %s", url, type(exc).__name__, _short(exc))
+        logger.warning("cannot remove %s: %s: %s", url, type(exc).__name__, one_line(exc, 300))
 
 
 def failures_csv(failures: Sequence[tuple[str, str, str]]) -> str:
@@ -764,7 +787,7 @@ def download_manifest(
         except Exception as exc:
             raise StoreError(
                 f"cannot write the failure table {failures_url}: {type(exc).__name__}: "
-                f"{_short(exc)}"
+                f"{one_line(exc, 300)}"
             ) from exc
     else:
         _remove_failures(failures_url, storage)
@@ -913,8 +936,25 @@ def curl_line(url: str, path: str, token_var: bool) -> str:
     ``Authorization: token $MAST_API_TOKEN`` when that variable is set when it runs (the
     variable is named, never its value).
     """
-    auth = '${MAST_API_TOKEN:+-H "Authorization: token $MAST_API_TOKEN"} ' if token_var else ""
-    return f"curl {auth}-L -o {shlex.quote(path)} --fail --create-dirs --retry 3 {shlex.quote(url)}"
+    auth = '${MAST_AUTH[@]+"${MAST_AUTH[@]}"} ' if token_var else ""
+    return (
+        f"curl {auth}--globoff -L -o {shlex.quote(path)} --fail --create-dirs --retry 3 "
+        f"{shlex.quote(url)}"
+    )
+
+
+#: The script's preamble for token lines: the token goes into a header file only the user can
+#: read (``printf`` is a shell builtin: the token is on no process's command line, where
+#: ``ps`` would show it to every user of a shared login node), removed when the script ends.
+CURL_TOKEN_PREAMBLE = (
+    "MAST_AUTH=()",
+    'if [ -n "${MAST_API_TOKEN:-}" ]; then',
+    '    MAST_HEADER_FILE="$(umask 077 && mktemp)"',
+    "    trap 'rm -f \"$MAST_HEADER_FILE\"' EXIT",
+    "    printf 'Authorization: token %s\\n' \"$MAST_API_TOKEN\" > \"$MAST_HEADER_FILE\"",
+    '    MAST_AUTH=(-H "@$MAST_HEADER_FILE")',
+    "fi",
+)
 
 
 def write_curl_script(
@@ -995,6 +1035,8 @@ def write_curl_script(
         "# before running; this file holds no token, only the variable's name.",
         "#",
     ]
+    if any(needs):
+        lines += [*CURL_TOKEN_PREAMBLE, ""]
     lines += [
         curl_line(url, item.dest, token_var)
         for item, url, token_var in zip(items, urls, needs, strict=True)
@@ -1008,7 +1050,7 @@ def write_curl_script(
         os.chmod(out, 0o755)
     except OSError as exc:
         raise StoreError(
-            f"cannot write the curl script {path}: {type(exc).__name__}: {_short(exc)}; "
+            f"cannot write the curl script {path}: {type(exc).__name__}: {one_line(exc, 300)}; "
             "choose another --curl-script"
         ) from exc
     logger.info("wrote %s: %d curl commands into %s", path, len(items), folder)

@@ -123,3 +123,11 @@ class ModelMismatchError(InputError, ValueError):
 
 class LabelError(InputError, ValueError):
     """A label source that cannot be used: unknown kind, missing columns, unparseable labels."""
+
+
+def one_line(text: object, limit: int = 500) -> str:
+    """``text`` (an exception or any object) on one line, at most ``limit`` characters: how
+    errors are quoted inside other messages.
+    """
+    flat = " ".join(str(text).split())
+    return flat[:limit] + ("..." if len(flat) > limit else "")

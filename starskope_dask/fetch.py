@@ -29,6 +29,7 @@ from starskope_dask.errors import (
     ProductNotFoundError,
     StoreError,
     UnsupportedSchemeError,
+    one_line,
 )
 
 logger = logging.getLogger(__name__)
@@ -449,7 +450,7 @@ def _translate(url: str, exc: BaseException, storage: StorageConfig | None = Non
             f", {storage.retries} retries)"
         )
     else:
-        problem = f"could not fetch: {type(exc).__name__}: {_short(exc)}"
+        problem = f"could not fetch: {type(exc).__name__}: {one_line(exc, 300)}"
         if status is not None:
             problem = f"could not fetch: HTTP {status}"
     return FetchError(
@@ -457,11 +458,6 @@ def _translate(url: str, exc: BaseException, storage: StorageConfig | None = Non
         problem,
         "check the endpoint (AWS_ENDPOINT_URL_S3) and the network; a rerun retries it",
     )
-
-
-def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:300] + ("..." if len(text) > 300 else "")
 
 
 def retry_wait(url: str, exc: BaseException, attempt: int, storage: StorageConfig) -> float:

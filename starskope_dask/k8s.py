@@ -66,7 +66,11 @@ RUN_AS_USER = 10001
 CONFIG_DIR = "/etc/starskope"
 CONFIG_KEY = "pipeline.yaml"
 #: The runner's command (``starskope run``, which connects to ``DASK_SCHEDULER_ADDRESS``).
-RUNNER_ARGS = ("starskope", "run", f"{CONFIG_DIR}/{CONFIG_KEY}")
+#: ``--allow-failures``: a run that finished with some items failed (recorded in its run
+#: record) exits 0, so that ``restartPolicy: OnFailure`` restarts the runner only when the run
+#: itself stopped (killed, a node lost, a store unreachable) — not forever over a corrupt
+#: product that no rerun can read.
+RUNNER_ARGS = ("starskope", "run", "--allow-failures", f"{CONFIG_DIR}/{CONFIG_KEY}")
 #: The scheduler's and the workers' commands (distributed has no ``dask-worker`` any more).
 SCHEDULER_COMMAND = ("dask", "scheduler")
 WORKER_COMMAND = ("dask", "worker")

@@ -25,14 +25,15 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from starskope_dask.config import STAGES, RunConfig
 from starskope_dask.errors import ConfigError, NotAStoreError, StoreError
 from starskope_dask.fetch import filesystem, url_protocol, writable_protocol
-from starskope_dask.store import read_json, write_bytes
+from starskope_dask.store import write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -191,48 +192,104 @@ def fingerprint(settings: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+#: The most bytes a run record may have (a crafted or runaway file is refused, not parsed).
+MAX_RECORD_BYTES = 16 * 2**20
+
+
 def read_record(url: str, options: Mapping[str, Any]) -> dict[str, Any]:
-    """The run record at ``url`` (empty when there is none yet).
+    """The run record at ``url`` (empty when there is none yet), checked for shape.
 
     Raises
     ------
     NotAStoreError
-        If ``url`` holds a JSON file that is not a run record (nothing is overwritten).
+        If ``url`` holds a file that is not a run record (nothing is overwritten).
     StoreError
-        If it cannot be read or is not JSON.
+        If it cannot be read, is not JSON, is too large, or is a damaged record.
     """
+    from starskope_dask.store import read_bytes
+
     try:
-        record = read_json(url, options)
+        data = read_bytes(url, options)
     except StoreError:
         raise
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
         raise StoreError(f"cannot read the run record {url}: {exc}") from exc
-    if record is None:
+    if data is None:
         return {}
+    if len(data) > MAX_RECORD_BYTES:
+        raise StoreError(
+            f"the run record {url} is {len(data)} bytes (at most {MAX_RECORD_BYTES}): not a "
+            "record this tool wrote; choose another pipeline.workdir"
+        )
+    try:
+        record = json.loads(data)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise NotAStoreError(
+            f"{url} is not a starskope run record (not JSON); choose another pipeline.workdir "
+            "(nothing was written)"
+        ) from exc
     if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
         raise NotAStoreError(
             f"{url} is not a starskope run record; choose another pipeline.workdir (nothing "
             "was written)"
         )
+    stages = record.get("stages", {})
+    written = record.get("written", [])
+    if (
+        not isinstance(stages, dict)
+        or not all(k in STAGES and isinstance(v, dict) for k, v in stages.items())
+        or not isinstance(written, list)
+        or not all(isinstance(w, str) for w in written)
+    ):
+        raise StoreError(
+            f"the run record {url} is damaged (stages must map stage names to entries, "
+            "written must list URLs); move it away to start the pipeline afresh"
+        )
     return record
 
 
-def should_skip(record: Mapping[str, Any], stage: str, settings: Mapping[str, Any]) -> bool:
+def should_skip(
+    record: Mapping[str, Any],
+    stage: str,
+    settings: Mapping[str, Any],
+    input_version: str,
+) -> bool:
     """Whether ``stage`` finished before, without failures, with these settings, on the input
-    version it sees now (pure: decided from the record alone).
+    version it sees now (pure: decided from the record alone; the caller checks that the
+    output is still there). Discover is never skipped: the archive or the targets file may
+    have changed, and its version changes only when the manifest does.
     """
-    stages = record.get("stages") or {}
-    previous = stages.get(stage)
+    if stage == "discover":
+        return False
+    previous = (record.get("stages") or {}).get(stage)
     if not isinstance(previous, Mapping):
         return False
-    upstream = UPSTREAM[stage]
-    input_version = (stages.get(upstream) or {}).get("version", "") if upstream else ""
     return bool(
         previous.get("status") == "done"
+        and type(previous.get("failures")) is int
         and previous.get("failures") == 0
         and previous.get("fingerprint") == fingerprint(settings)
         and previous.get("input_version", "") == input_version
     )
+
+
+def input_version(record: Mapping[str, Any], stage: str, in_run: Sequence[str], marker: str) -> str:
+    """The version of ``stage``'s input: its upstream stage's version in the record when that
+    stage is part of this run (or recorded), else ``marker`` (a digest of the input artefact
+    made elsewhere, e.g. a model trained by ``starskope train``).
+    """
+    upstream = UPSTREAM[stage]
+    if upstream is None:
+        return ""
+    entry = (record.get("stages") or {}).get(upstream)
+    if upstream in in_run or isinstance(entry, Mapping):
+        return str((entry or {}).get("version", ""))
+    return marker
+
+
+def _new_version() -> str:
+    """A version never given before (a time, for people, and random bits, for uniqueness)."""
+    return f"{_now()}-{secrets.token_hex(4)}"
 
 
 def _now() -> str:
@@ -244,16 +301,34 @@ def _updated_record(
     outcome: StageOutcome,
     settings: Mapping[str, Any],
     source: str,
+    input_version: str = "",
 ) -> dict[str, Any]:
-    """The record with ``outcome`` entered (pure)."""
+    """The record with ``outcome`` entered (pure).
+
+    The stage's version (what the stages after it compare) changes when it changed its
+    output, and also whenever its last entry is not a clean finish of the same settings on the
+    same input — a run killed after writing but before recording left a ``running`` entry, so
+    what it wrote counts as a change.
+    """
     stages = dict(record.get("stages") or {})
     previous = stages.get(outcome.stage) or {}
-    upstream = UPSTREAM[outcome.stage]
-    version = _now() if outcome.changed or not previous.get("version") else previous["version"]
+    # the entry this run found: under the ``running`` mark this run wrote, the status before it
+    status = (
+        previous.get("previous_status")
+        if previous.get("status") == "running"
+        else (previous.get("status"))
+    )
+    same = (
+        status == "done"
+        and previous.get("fingerprint") == fingerprint(settings)
+        and previous.get("input_version", "") == input_version
+        and bool(previous.get("version"))
+    )
+    version = previous["version"] if same and not outcome.changed else _new_version()
     stages[outcome.stage] = {
         **outcome.as_dict(),
         "fingerprint": fingerprint(settings),
-        "input_version": (stages.get(upstream) or {}).get("version", "") if upstream else "",
+        "input_version": input_version,
         "version": version,
         "finished_at": _now(),
     }
@@ -265,6 +340,20 @@ def _updated_record(
         "written": written,
         "updated_at": _now(),
     }
+
+
+def _running_record(record: Mapping[str, Any], stage: str, output: str) -> dict[str, Any]:
+    """The record with ``stage`` marked as running (written before the stage starts)."""
+    stages = dict(record.get("stages") or {})
+    entry = stages.get(stage) or {}
+    stages[stage] = {
+        **entry,
+        "status": "running",
+        "previous_status": entry.get("status", ""),  # "running": an earlier run was killed
+        "started_at": _now(),
+    }
+    written = sorted({*record.get("written", ()), output})
+    return {**record, "format": RECORD_FORMAT, "stages": stages, "written": written}
 
 
 def _write_record(url: str, record: Mapping[str, Any], options: Mapping[str, Any]) -> None:
@@ -357,6 +446,36 @@ def _discover(run: RunConfig, client_of: Callable[[], Any], progress: bool) -> S
         url,
         {"n_targets": int(manifest["target"].nunique()), "problems": problems[:20]},
     )
+
+
+def _exists(url: str, options: Mapping[str, Any]) -> bool:
+    try:
+        return bool(filesystem(url_protocol(url), options).exists(url))
+    except Exception:
+        return False
+
+
+#: The file whose content identifies an artefact's version when no stage of this pipeline
+#: made it (a cube, features store or model made by the stage's own command).
+_MARKER_FILES = {
+    "manifest": "",
+    "cube": "zarr.json",
+    "features": "zarr.json",
+    "model": "model.json",
+}
+
+
+def _artefact_marker(url: str, kind: str, options: Mapping[str, Any]) -> str:
+    """A digest of the artefact's marker file ("" when there is none)."""
+    from starskope_dask.store import read_bytes
+
+    name = _MARKER_FILES.get(kind, "")
+    target = f"{url.rstrip('/')}/{name}" if name else url
+    try:
+        data = read_bytes(target, options)
+    except Exception:
+        return ""
+    return "external:" + hashlib.sha256(data).hexdigest()[:16] if data is not None else ""
 
 
 def _digest(frame: Any) -> str:
@@ -493,10 +612,17 @@ def _run(run: RunConfig, client_of: Callable[[], Any], progress: bool) -> RunSum
     url = run.pipeline.record_url
     record = read_record(url, options)
     outcomes: list[StageOutcome] = []
-    for stage in run.pipeline.stages:
+    stages = run.pipeline.stages
+    for stage in stages:
         settings = stage_settings(run, stage)
-        if should_skip(record, stage, settings):
-            previous = record["stages"][stage]
+        output = run.pipeline.artefact(STAGE_OUTPUTS[stage])
+        source = STAGE_INPUTS[stage]
+        marker = _artefact_marker(run.pipeline.artefact(source), source, options) if source else ""
+        version = input_version(record, stage, stages, marker)
+        previous = (record.get("stages") or {}).get(stage) or {}
+        if should_skip(record, stage, settings, version) and _exists(
+            str(previous.get("output") or output), options
+        ):
             logger.info("%s: finished before with these settings on this input; skipped", stage)
             outcomes.append(
                 StageOutcome(
@@ -511,8 +637,10 @@ def _run(run: RunConfig, client_of: Callable[[], Any], progress: bool) -> RunSum
                 )
             )
             continue
-        if stage in ("discover", "predict"):
-            _check_overwrite(run.pipeline.artefact(STAGE_OUTPUTS[stage]), record, options)
+        if stage in ("discover", "train", "predict"):
+            _check_overwrite(output, record, options)
+        record = _running_record(record, stage, output)
+        _write_record(url, record, options)  # a kill from here on counts as a change
         logger.info("%s: starting", stage)
         began = time.perf_counter()
         outcome = _STAGE_FUNCTIONS[stage](run, client_of, progress)
@@ -525,7 +653,7 @@ def _run(run: RunConfig, client_of: Callable[[], Any], progress: bool) -> RunSum
             outcome.seconds,
             outcome.output,
         )
-        record = _updated_record(record, outcome, settings, run.source)
+        record = _updated_record(record, outcome, settings, run.source, version)
         _write_record(url, record, options)  # after every stage: a kill loses one stage
         outcomes.append(outcome)
     summary = RunSummary(url, tuple(outcomes), round(time.perf_counter() - start, 3))

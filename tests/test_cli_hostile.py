@@ -499,7 +499,7 @@ def test_demo_output_that_cannot_be_written_is_exit_3(
     code, _, err = cli(capsys, "demo", "--out", str(tmp_path / "d"), "--stars", "0")
     assert code == 2 and "--stars" in err
     code, _, err = cli(capsys, "demo", "--out", str(tmp_path / "d"), "--workers", "0")
-    assert code == 2 and "ingest.n_workers" in err
+    assert code == 2 and "pipeline.n_workers" in err
 
 
 # ----------------------------------------------------------------------------- manifests

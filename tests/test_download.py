@@ -452,7 +452,13 @@ def called(script: Path, env: dict[str, str] | None = None) -> list[list[str]]:
     """The argument lists the script hands to curl, as bash parses them (curl replaced by a
     function that prints its arguments), run in the script's folder.
     """
-    shim = 'curl() { printf "%s\\0" "$@"; printf "\\1\\0"; }; source "$1"'
+    # a header given as @FILE (the token's way in, off the command line) is shown as its text,
+    # tagged, so that a token on a command line and one in a file tell apart
+    shim = (
+        'curl() { local a; for a in "$@"; do if [[ $a == @* && -f ${a#@} ]]; then '
+        'printf "file:%s\\0" "$(cat "${a#@}")"; else printf "%s\\0" "$a"; fi; done; '
+        'printf "\\1\\0"; }; source "$1"'
+    )
     result = subprocess.run(
         ["bash", "-c", shim, "bash", str(script)],
         cwd=script.parent,
@@ -509,7 +515,9 @@ def test_curl_script_is_valid_bash_one_curl_per_product(sim_archive: Path, tmp_p
         assert [c for c in calls if "-H" in c] == []  # no token in the environment: no header
         with_token = called(script, {"PATH": os.environ["PATH"], "MAST_API_TOKEN": TOKEN})
         headers = [c[c.index("-H") + 1] for c in with_token if "-H" in c]
-        assert headers == [f"Authorization: token {TOKEN}"]  # the MAST line only
+        # the MAST line only, from a file: the token is on no command line
+        assert headers == [f"file:Authorization: token {TOKEN}"]
+        assert all("--globoff" in c for c in calls)
         assert TOKEN not in text and "${MAST_API_TOKEN" in text
         # run for real (curl on the plain products): the same files download would write
         plain_script = work / "plain.sh"
@@ -524,7 +532,8 @@ def test_curl_line_quotes_everything() -> None:
     line = curl_line("https://h/x'y", "out dir/a b.fits", token_var=True)
     words = shlex.split(line)
     assert words[0] == "curl" and words[-1] == "https://h/x'y" and "out dir/a b.fits" in words
-    assert '${MAST_API_TOKEN:+-H "Authorization: token $MAST_API_TOKEN"}' in line
+    assert '${MAST_AUTH[@]+"${MAST_AUTH[@]}"}' in line and "--globoff" in line
+    assert "MAST_API_TOKEN" not in line  # the preamble reads it once, into a private file
 
 
 def test_cli_curl_script(
@@ -608,3 +617,18 @@ def test_the_command_is_documented() -> None:
     for word in ("MANIFEST", "DEST", "--source", "--concurrency", "--curl-script", "exit codes"):
         assert word in result.stdout
     assert shutil.which("bash")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data/iam/security-credentials/role",
+        "http://[fd00:ec2::254]/latest/meta-data/",
+        "http://metadata.google.internal/computeMetadata/v1/",
+        "http://[fe80::1]/x.fits",
+    ],
+)
+def test_a_manifest_pointing_at_instance_metadata_is_refused(url: str, tmp_path: Path) -> None:
+    frame = manifest_frame([{"mission": "K2", "https_url": url}])
+    with pytest.raises(ConfigError, match="cloud-metadata"):
+        plan_download(frame, str(tmp_path / "mirror"), "https")

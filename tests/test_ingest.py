@@ -380,7 +380,8 @@ def test_kubernetes_workers_get_the_malloc_settings(monkeypatch: pytest.MonkeyPa
 
     from starskope_dask.cluster import WORKER_MALLOC_ENV
 
-    (job,) = yaml.safe_load_all((Path(__file__).parents[1] / "k8s" / "daskjob.yaml").read_text())
+    documents = yaml.safe_load_all((Path(__file__).parents[1] / "k8s" / "daskjob.yaml").read_text())
+    (job,) = [d for d in documents if d["kind"] == "DaskJob"]
     (worker,) = job["spec"]["cluster"]["spec"]["worker"]["spec"]["containers"]
     env = {e["name"]: e["value"] for e in worker["env"]}
     name = "DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON"

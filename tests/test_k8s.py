@@ -306,7 +306,12 @@ def test_the_daskjob_runs_the_pipeline_from_its_configmap(
     runner_spec = job["spec"]["job"]["spec"]
     assert runner_spec["restartPolicy"] == "OnFailure"
     (runner,) = runner_spec["containers"]
-    assert runner["args"] == ["starskope", "run", "/etc/starskope/pipeline.yaml"]
+    assert runner["args"] == [
+        "starskope",
+        "run",
+        "--allow-failures",
+        "/etc/starskope/pipeline.yaml",
+    ]
     mount = next(m for m in runner["volumeMounts"] if m["mountPath"] == "/etc/starskope")
     volume = next(v for v in runner_spec["volumes"] if v["name"] == mount["name"])
     assert volume["configMap"]["name"] == configmap["metadata"]["name"] == run.kubernetes.config_map
