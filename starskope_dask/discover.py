@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from starskope_dask import hlsp
 from starskope_dask.config import DiscoverConfig, StorageConfig
 from starskope_dask.errors import (
     ArchiveError,
@@ -158,14 +159,16 @@ def layout_key(filename: str) -> str | None:
 
 
 def product_type_of(filename: str) -> str | None:
-    """``kepler-lc``, ``tess-spoc-2min``, ``hlsp-k2sc``, ... or ``None`` (not a light curve)."""
+    """``kepler-lc``, ``tess-spoc-2min``, ``hlsp-k2sc``, ... or ``None`` (not a light curve).
+
+    HLSP file names are named by the registry (:mod:`starskope_dask.hlsp`), so that the
+    name discovery gives a product is the product type the reader gives it.
+    """
     name = filename.rsplit("/", 1)[-1].lower()
     facts = parse_product_key(name)
     if facts is not None:
         return str(facts["product_type"])
-    if name.startswith("hlsp_") and re.search(r"(^|_)(llc|lc|fast-lc)[._]", name):
-        return f"hlsp-{name.split('_')[1]}"
-    return None
+    return hlsp.product_type_for_file(name)
 
 
 def https_url(s3_uri: str) -> str:
@@ -807,15 +810,28 @@ def mast_target_name(mission: str, number: int) -> str:
 
 
 def _wanted(product_type: str | None, products: Sequence[str]) -> bool:
-    if product_type is None:
-        return False
-    return any(
-        product_type == p or (p == "hlsp" and product_type.startswith("hlsp-")) for p in products
-    )
+    return hlsp.matches(product_type, products)
 
 
 def _wants_hlsp(products: Sequence[str]) -> bool:
-    return any(p == "hlsp" or p.startswith("hlsp-") for p in products)
+    return any(
+        p == "hlsp" or (hlsp.known_product(p) and p not in DEFAULT_PRODUCTS) for p in products
+    )
+
+
+def _wants_mission_products(products: Sequence[str]) -> bool:
+    return any(p in DEFAULT_PRODUCTS for p in products)
+
+
+def hlsp_target_names(mission: str, number: int) -> list[str]:
+    """The ``target_name`` spellings of a star in MAST's HLSP collection.
+
+    HLSP observations are not named as the mission's (``kplr010666592``) but as their teams
+    wrote them: ``EPIC 211117077``, ``TIC 424865156``, the bare number, or the mission's own
+    name; all of them are asked for.
+    """
+    prefix = _ID_PREFIX[mission]
+    return sorted({f"{prefix} {number}", str(number), mast_target_name(mission, number)})
 
 
 def planet_host_ids(client: MastClient, mission: str) -> list[tuple[str, int]]:
@@ -881,14 +897,29 @@ def _queries(
     for mission, mission_targets in sorted(ids.items()):
         for first in range(0, len(mission_targets), batch_size):
             batch = mission_targets[first : first + batch_size]
-            labels = {mast_target_name(mission, int(t.number or 0)): t.text for t in batch}
-            criteria = {
-                "obs_collection": mission,
-                "dataproduct_type": "timeseries",
-                "target_name": sorted(labels),
-            }
             what = f"{mission} IDs {batch[0].text} .. {batch[-1].text} ({len(batch)})"
-            queries.append(_Query(criteria, what, labels))
+            if _wants_mission_products(products):
+                labels = {mast_target_name(mission, int(t.number or 0)): t.text for t in batch}
+                criteria = {
+                    "obs_collection": mission,
+                    "dataproduct_type": "timeseries",
+                    "target_name": sorted(labels),
+                }
+                queries.append(_Query(criteria, what, labels))
+            if _wants_hlsp(products):
+                # HLSP records do not share the mission's target names: ask the HLSP
+                # collection for every spelling the teams use.
+                labels = {
+                    name: t.text
+                    for t in batch
+                    for name in hlsp_target_names(mission, int(t.number or 0))
+                }
+                criteria = {
+                    "obs_collection": "HLSP",
+                    "dataproduct_type": "timeseries",
+                    "target_name": sorted(labels),
+                }
+                queries.append(_Query(criteria, f"HLSPs of {what}", labels))
     return queries
 
 
@@ -1001,20 +1032,37 @@ def discover_mast(
 
 
 def _hlsp_facts(name: str, observation: Mapping[str, Any]) -> dict[str, Any]:
-    """Mission and star ID of a high-level science product, from its file name."""
-    parts = name.lower().split("_")
-    if "tess" in parts or "tess" in parts[1]:
-        mission = "TESS"
-    elif "k2" in parts or "k2" in parts[1]:
-        mission = "K2"
-    elif "kepler" in parts:
-        mission = "Kepler"
-    else:
-        mission = str(observation.get("obs_collection") or "")
-    digits = re.search(r"(\d{7,})", name)
+    """Mission, star ID and segment of a high-level science product.
+
+    A registered product's file name says them as its :class:`~starskope_dask.hlsp.HlspFormat`
+    describes (a Gaia-named product, such as CDIPS or TGLC, takes its TIC ID from the MAST
+    observation's ``target_name`` instead); other HLSPs are guessed from the name's fields
+    and its longest number.
+    """
+    registered = hlsp.file_facts(name)
+    mission = str(registered["mission"])
+    number = registered["number"]
+    if not mission:
+        parts = name.lower().split("_")
+        if "tess" in parts or "tess" in parts[1]:
+            mission = "TESS"
+        elif "k2" in parts or "k2" in parts[1]:
+            mission = "K2"
+        elif "kepler" in parts:
+            mission = "Kepler"
+        else:
+            mission = str(observation.get("obs_collection") or "")
+        digits = re.search(r"(\d{7,})", name)
+        number = int(digits.group(1)) if digits else None
+    elif number is None:
+        found = re.fullmatch(
+            r"\s*(?:(?:TIC|EPIC|KIC)\s*)?(\d+)\s*", str(observation.get("target_name") or "")
+        )
+        number = int(found.group(1)) if found else None
     facts: dict[str, Any] = {"mission": mission, "product_type": product_type_of(name)}
-    if digits and mission in _ID_PREFIX:
-        number = int(digits.group(1))
+    if registered["segment"] is not None:
+        facts["segment"] = registered["segment"]
+    if number and mission in _ID_PREFIX:
         facts[_ID_COLUMN[mission]] = number
         facts["target"] = mission_id_name(mission, number)
     return facts
@@ -1079,9 +1127,12 @@ def discover(
     wanted_missions = check_mission_names(missions) if missions else MISSIONS
     wanted_products = tuple(products) if products else DEFAULT_PRODUCTS
     known = set(DEFAULT_PRODUCTS) | {"hlsp"}
-    unknown = [p for p in wanted_products if p not in known and not p.startswith("hlsp-")]
+    unknown = [p for p in wanted_products if p not in known and not hlsp.known_product(p)]
     if unknown:
-        raise ConfigError(f"unknown product type(s) {unknown}; use {sorted(known)} or hlsp-NAME")
+        raise ConfigError(
+            f"unknown product type(s) {unknown}; use {sorted(known)} or hlsp-NAME "
+            f"({', '.join(sorted(hlsp.BY_NAME))})"
+        )
     parsed = [parse_target(t) for t in targets]
     frames: list[pd.DataFrame] = []
     warnings: list[str] = []
@@ -1108,7 +1159,25 @@ def discover(
             t for t in parsed if t not in native and (via == "mast" or t.kind in ("name", "cone"))
         ]
     native = [t for t in native if t.mission in wanted_missions]
-    if native:
+    hlsp_products = [p for p in wanted_products if p not in DEFAULT_PRODUCTS]
+    if native and hlsp_products and via == "archive":
+        warnings.append(
+            "HLSPs are found through MAST, not the bucket's layout: use --via auto or mast "
+            f"for {', '.join(hlsp_products)}"
+        )
+    elif native and hlsp_products:
+        # The bucket's layout knows mission products only: HLSPs of catalogue IDs come from
+        # MAST's HLSP collection, asked by the IDs themselves (no position needed).
+        frame, messages = discover_mast(
+            native,
+            client,
+            missions=wanted_missions,
+            products=hlsp_products,
+            radius_arcsec=radius_arcsec,
+        )
+        frames.append(frame)
+        warnings += messages
+    if native and _wants_mission_products(wanted_products):
         frame, messages = discover_ids(
             [(str(t.mission), int(t.number or 0)) for t in native], archive, storage_options
         )

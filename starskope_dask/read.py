@@ -38,6 +38,7 @@ from astropy.io import fits
 from starskope_dask.config import ReadConfig
 from starskope_dask.errors import CorruptProductError, ProductError, UnsupportedProductError
 from starskope_dask.fetch import SourceOptions, decompress, fetch_bytes
+from starskope_dask.hlsp import HlspFormat, file_facts, recognise
 from starskope_dask.records import LightCurve, Provenance, StarIds
 
 logger = logging.getLogger(__name__)
@@ -280,6 +281,11 @@ class FitsHeader(Mapping[str, Any]):
 
     def __len__(self) -> int:
         return len(self._where)
+
+    @property
+    def text(self) -> str:
+        """The header's cards as text (what :mod:`starskope_dask.hlsp` searches)."""
+        return self._text
 
     def to_astropy(self) -> fits.Header:
         """The same header as an :class:`astropy.io.fits.Header`."""
@@ -826,6 +832,8 @@ class _Plan:
     flux_err: str | None
     quality: str | None
     kind: str
+    hlsp: HlspFormat | None = None
+    raw_flux: str | None = None  # the flux whose error ``flux_err`` is (eleanor-lite)
 
 
 def _hlsp_name(url: str) -> str | None:
@@ -842,6 +850,68 @@ def _listed(names: Iterable[str], limit: int = 40, made_safe: bool = False) -> s
     safe = list(names) if made_safe else [_safe(n, 32) for n in names]
     more = f" and {len(safe) - limit} more" if len(safe) > limit else ""
     return "[" + ", ".join(safe[:limit]) + "]" + more
+
+
+def _hlsp_plan(url: str, tables: list[Hdu], fmt: HlspFormat, config: ReadConfig) -> _Plan:
+    """The columns of a registered HLSP (:mod:`starskope_dask.hlsp`).
+
+    The format's table (its EXTNAME, else the first table holding its time column), its
+    time column, the flux ``read.flux`` names (``pdcsap``: the format's default, ``sap``: its
+    raw flux) and that flux's error and quality columns. A ``read.column_map`` names other
+    columns of the same table; what it leaves out comes from the format, so the product
+    keeps its time reference, quality masks and identity.
+
+    Raises
+    ------
+    UnsupportedProductError
+        When the table or a column the format (or the column_map) names is missing (the
+        message lists the columns seen).
+    """
+    mapping = {k: v.upper() for k, v in (config.column_map or {}).items()}
+    time_key = mapping.get("time", fmt.time.upper())
+    table = next((h for h in tables if fmt.extension and h.name.upper() == fmt.extension), None)
+    if table is None or time_key not in table.columns:
+        table = next((h for h in tables if time_key in h.columns), None)
+    if table is None:
+        seen = sorted({c.name for h in tables for c in h.columns.values()})
+        raise UnsupportedProductError(
+            url,
+            f"{fmt.title} product without its time column {_safe(time_key, 32)}; columns "
+            f"seen: {_listed(seen)}",
+            "the file is not the product its name or header says; pass a column_map",
+        )
+    columns = table.columns
+
+    def name(column: str | None) -> str | None:
+        found = columns.get(column.upper()) if column else None
+        return found.name if found is not None else None
+
+    flux_key = mapping.get("flux", fmt.flux_column(config.flux).upper())
+    flux = name(flux_key)
+    if flux is None:
+        offered = [c for c in fmt.fluxes if c.upper() in columns]
+        example_time = _safe(columns[time_key].name, 32)
+        example_flux = _safe(offered[0], 32) if offered else "X"
+        raise UnsupportedProductError(
+            url,
+            f"{fmt.title} product without the flux column {_safe(flux_key, 32)} in table "
+            f"{table.label}; its flux columns here: {_listed(offered)}; columns seen: "
+            f"{_listed(c.name for c in columns.values())}",
+            f"choose a flux with read.column_map, e.g. {{time: {example_time}, flux: "
+            f"{example_flux}}}",
+        )
+    if "flux_err" in mapping:
+        flux_err = name(mapping["flux_err"])
+    else:
+        flux_err = next((n for n in map(name, fmt.error_columns(flux)) if n is not None), None)
+    if "quality" in mapping:
+        quality = name(mapping["quality"])
+    else:
+        quality = name(fmt.quality_column(flux)) if fmt.quality_kind != "none" else None
+    raw = None
+    if fmt.error_of_raw and flux_err is not None and "flux_err" not in mapping:
+        raw = name(fmt.raw_flux) if flux.upper() != fmt.raw_flux.upper() else None
+    return _Plan(table, columns[time_key].name, flux, flux_err, quality, fmt.name, fmt, raw)
 
 
 def plan_columns(url: str, hdus: list[Hdu], config: ReadConfig) -> _Plan:
@@ -862,6 +932,14 @@ def plan_columns(url: str, hdus: list[Hdu], config: ReadConfig) -> _Plan:
         raise UnsupportedProductError(
             url, f"no binary table in the file (HDUs: {hdu_names})", "it is not a light curve"
         )
+    fmt = recognise(
+        url,
+        hdus[0].header,
+        hdus[0].header.text,
+        [(h.name.upper(), set(h.columns)) for h in tables],
+    )
+    if fmt is not None and fmt.reader == "table":
+        return _hlsp_plan(url, tables, fmt, config)
     seen: list[str] = []
     if config.column_map is not None:
         wanted = {k: v.upper() for k, v in config.column_map.items()}
@@ -973,12 +1051,7 @@ def _reference(headers: tuple[FitsHeader, ...], keyword: str) -> float | None:
 def _time_reference(
     url: str, mission: str, headers: tuple[FitsHeader, ...]
 ) -> tuple[float, float, str]:
-    timesys = str(_keyword(headers, "TIMESYS") or "TDB").upper()
-    if timesys != "TDB":
-        scale = timesys if timesys in _TIME_SCALES else "not a known time scale"
-        raise UnsupportedProductError(
-            url, f"TIMESYS is {scale}; only barycentric TDB times are supported"
-        )
+    _check_time_system(url, headers)
     bjdrefi = _reference(headers, "BJDREFI")
     bjdreff = _reference(headers, "BJDREFF")
     if bjdrefi is None and bjdreff is None:
@@ -988,6 +1061,176 @@ def _time_reference(
         logger.debug("%s: no BJDREFI/BJDREFF; using the %s reference epoch", url, mission)
         return MISSION_BJDREF[mission], 0.0, "mission-default"
     return bjdrefi or 0.0, bjdreff or 0.0, "header"
+
+
+def _check_time_system(url: str, headers: tuple[FitsHeader, ...]) -> None:
+    timesys = str(_keyword(headers, "TIMESYS") or "TDB").upper()
+    if timesys != "TDB":
+        scale = timesys if timesys in _TIME_SCALES else "not a known time scale"
+        raise UnsupportedProductError(
+            url, f"TIMESYS is {scale}; only barycentric TDB times are supported"
+        )
+
+
+_TUNIT_EPOCH = re.compile(r"^\s*BJD\s*-\s*(\d{7}(?:\.\d+)?)\s*$", re.IGNORECASE)
+
+
+def _hlsp_time_reference(
+    url: str, fmt: HlspFormat, hdu: Hdu, time: str, headers: tuple[FitsHeader, ...]
+) -> tuple[float, float, str]:
+    """``(integer days, fraction, how)`` that make a registered HLSP's time BJD_TDB.
+
+    ``how`` is ``header`` when the file states the epoch (BJDREFI/BJDREFF, or the time
+    column's TUNIT), ``format`` when the format's published offset is used.
+    """
+    _check_time_system(url, headers)
+    offset = fmt.time_offset
+    if fmt.time_reference == "header":
+        bjdrefi = _reference(headers, "BJDREFI")
+        bjdreff = _reference(headers, "BJDREFF")
+        if bjdrefi is not None or bjdreff is not None:
+            return bjdrefi or 0.0, bjdreff or 0.0, "header"
+        bjdref = _reference(headers, "BJDREF")
+        if bjdref is not None:
+            return bjdref, 0.0, "header"
+    elif fmt.time_reference == "tunit":
+        number = list(hdu.columns).index(time.upper()) + 1
+        unit = hdu.header.get(f"TUNIT{number}")
+        found = _TUNIT_EPOCH.match(unit) if isinstance(unit, str) else None
+        if found is not None:
+            return float(found.group(1)), 0.0, "header"
+    whole = math.floor(offset)
+    return float(whole), offset - whole, "format"
+
+
+def _hlsp_ids(fmt: HlspFormat, url: str, headers: tuple[FitsHeader, ...]) -> StarIds:
+    """A registered HLSP's star: its catalogue ID from the header, else the file name,
+    else ``OBJECT``; a Gaia-named product (CDIPS, TGLC) keeps its Gaia ID as the name.
+
+    Raises
+    ------
+    CorruptProductError
+        For an impossible ID in the header (as :func:`identify_star`).
+    """
+    catalogue, _, bound = CATALOGUE_IDS[fmt.mission]
+    object_name = _printable(str(_keyword(headers, "OBJECT") or ""))
+    value: int | None = None
+    for keyword in fmt.id_keywords:
+        stated = _keyword(headers, keyword)
+        if stated is not None:
+            value = _catalogue_id(keyword, catalogue, bound, stated)
+            break
+    facts = file_facts(url)
+    number, gaia = facts["number"], facts["gaia"]
+    if gaia is None and fmt.gaia_pattern and object_name.isdigit():
+        gaia = int(object_name)  # a Gaia-named product's OBJECT is its Gaia ID
+    if value is None and isinstance(number, int) and 0 < number < bound:
+        value = number
+    if value is None:
+        match = _OBJECT_ID.match(object_name)
+        named = match is not None and (match.group(1) or catalogue).upper() == catalogue
+        if match is not None and named and not (gaia is not None and match.group(1) is None):
+            value = _catalogue_id("the ID in OBJECT", catalogue, bound, match.group(2))
+    if gaia is not None and (not object_name or object_name == str(gaia)):
+        object_name = f"Gaia {fmt.gaia_release} {gaia}"
+    elif not object_name or object_name.isdigit():
+        object_name = f"{catalogue} {value}" if value is not None else object_name
+    return StarIds(
+        kic=value if catalogue == "KIC" else None,
+        epic=value if catalogue == "EPIC" else None,
+        tic=value if catalogue == "TIC" else None,
+        object_name=object_name,
+    )
+
+
+def _hlsp_segment(fmt: HlspFormat, url: str, headers: tuple[FitsHeader, ...]) -> int:
+    """Campaign or sector from the header, else the file name; -1 when neither says."""
+    segment = _segment(url, headers)
+    if segment < 0:
+        named = file_facts(url)["segment"]
+        segment = named if isinstance(named, int) else -1
+    return segment
+
+
+def _letter_flags(values: npt.NDArray[Any], good: tuple[str, ...]) -> npt.NDArray[np.int32]:
+    """One-letter quality flags (CDIPS ``IRQn``) as words: 0 for a good letter, else 1."""
+    letters = np.char.strip(np.char.upper(values.astype("S1")))
+    ok = np.isin(letters, np.array([g.encode() for g in good]))
+    return np.where(ok, 0, 1).astype(np.int32)
+
+
+def _parse_hlsp(
+    url: str, data: bytes, hdus: list[Hdu], plan: _Plan, config: ReadConfig
+) -> LightCurve:
+    """A registered HLSP's light curve, read as its :class:`~starskope_dask.hlsp.HlspFormat`
+    describes (every value checked as in :func:`parse_light_curve`).
+    """
+    fmt = plan.hlsp
+    assert fmt is not None  # parse_light_curve calls it with an HLSP plan only
+    headers = (hdus[0].header, plan.hdu.header)
+    _check_column(url, plan.hdu, plan.time, "time")
+    _check_column(url, plan.hdu, plan.flux, "flux")
+    names = [plan.time, plan.flux]
+    for name, role in ((plan.flux_err, "flux error"), (plan.raw_flux, "raw flux")):
+        if name is not None:
+            _check_column(url, plan.hdu, name, role)
+            names.append(name)
+    letters = False
+    wanted: dict[str, npt.DTypeLike] = {
+        n: np.float64 for n in (plan.flux, plan.flux_err, plan.raw_flux) if n is not None
+    }
+    if plan.quality is not None:
+        column = plan.hdu.columns[plan.quality.upper()]
+        letters = fmt.quality_kind == "letters" and column.code == "A"
+        if not letters:
+            _check_column(url, plan.hdu, plan.quality, "quality")
+            if column.dtype.kind in "iu" and column.dtype.itemsize <= 4:
+                wanted[plan.quality] = np.int32
+        names.append(plan.quality)
+    columns = read_columns(url, data, plan.hdu, names, wanted)
+    bjdrefi, bjdreff, time_reference = _hlsp_time_reference(url, fmt, plan.hdu, plan.time, headers)
+    time = _plausible_times(url, to_bjd_tdb(columns[plan.time].reshape(-1), bjdrefi, bjdreff))
+    flux = np.asarray(columns[plan.flux], dtype=np.float64).reshape(-1)
+    if plan.flux_err is None:
+        flux_err = np.full(flux.shape, np.nan)
+    else:
+        flux_err = np.asarray(columns[plan.flux_err], dtype=np.float64).reshape(-1)
+        if plan.raw_flux is not None:  # the error of the raw flux, scaled to this flux
+            raw = np.asarray(columns[plan.raw_flux], dtype=np.float64).reshape(-1)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                flux_err = flux * flux_err / raw
+    if plan.quality is None:
+        quality = np.zeros(flux.shape, np.int32)
+    elif letters:
+        quality = _letter_flags(columns[plan.quality].reshape(-1), fmt.good_letters)
+    else:
+        quality = _quality_flags(url, columns[plan.quality]).reshape(-1)
+    preset = config.quality_bitmask
+    bitmask = int(preset) if not isinstance(preset, str) else fmt.bitmask(preset)
+    cadence = _cadence(headers, time)
+    creator = _printable(str(_keyword(headers, "CREATOR") or _keyword(headers, "ORIGIN") or ""))
+    return LightCurve(
+        mission=fmt.mission,
+        ids=_hlsp_ids(fmt, url, headers),
+        ra=_position(url, headers, "RA_OBJ", 360.0),
+        dec=_position(url, headers, "DEC_OBJ", 90.0),
+        segment=_hlsp_segment(fmt, url, headers),
+        cadence_days=cadence,
+        time=time,
+        flux=flux,
+        flux_err=flux_err,
+        quality=quality,
+        good=good_cadences(time, flux, quality, bitmask),
+        provenance=Provenance(
+            url=url,
+            product_type=fmt.name,
+            data_release=_data_release(headers),
+            flux_column=plan.flux,
+            quality_bitmask=bitmask,
+            time_reference=time_reference,
+            creator=creator,
+        ),
+    )
 
 
 # ------------------------------------------------------------------------ parse & read
@@ -1141,6 +1384,8 @@ def parse_light_curve(url: str, data: bytes, config: ReadConfig | None = None) -
     try:
         hdus = fits_layout(url, data)
         plan = plan_columns(url, hdus, config)
+        if plan.hlsp is not None:
+            return _parse_hlsp(url, data, hdus, plan, config)
         headers = (hdus[0].header, plan.hdu.header)
         mission = identify_mission(url, headers)
         time_column = _check_column(url, plan.hdu, plan.time, "time", pairs=True)
