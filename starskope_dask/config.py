@@ -941,9 +941,21 @@ def _check_layer(layer: _Layer) -> None:
             )
 
 
-def _layers(config_file: str | os.PathLike[str] | None = None) -> list[_Layer]:
-    """The config sources, lowest precedence first, each checked for shape (no side effects)."""
+def _layers(
+    config_file: str | os.PathLike[str] | None = None, *, environment: bool = True
+) -> list[_Layer]:
+    """The config sources, lowest precedence first, each checked for shape (no side effects).
+
+    ``environment=False`` leaves out ``dask.config`` and the ``DASK_*`` variables: the config
+    as the file alone makes it (what a pod that gets only the file sees).
+    """
     layers = [_Layer("defaults", "the package defaults", _defaults())]
+    if not environment:
+        if config_file is not None:
+            layer = _Layer("file", f"config file {config_file}", _read_config_file(config_file))
+            _check_layer(layer)
+            layers.append(layer)
+        return layers
     from_dask = dask.config.get("starskope", default=None)
     if from_dask is not None:
         if not isinstance(from_dask, Mapping):
@@ -1529,6 +1541,7 @@ def load_run_config(
     config_file: str | os.PathLike[str] | None = None,
     *,
     sections: Mapping[str, Mapping[str, Any]] | None = None,
+    environment: bool = True,
     **overrides: Any,
 ) -> RunConfig:
     """Build every stage's config of ``starskope run`` from one YAML file (and the defaults,
@@ -1541,6 +1554,9 @@ def load_run_config(
         ``ingest``, ``features``, ``train``, ``storage``, ``jobqueue``, ``kubernetes``.
     sections : mapping, optional
         Sections given by the caller (``starskope demo``'s settings), over the file.
+    environment : bool
+        ``False``: leave out ``dask.config`` and the ``DASK_STARSKOPE__*`` variables (what
+        ``starskope k8s render`` validates: the pod gets the file alone).
     **overrides
         Values for ``pipeline.*`` keys that win over everything (``None`` values are ignored).
 
@@ -1550,7 +1566,7 @@ def load_run_config(
         For a bad file, section, key or value; the message names the key and where it was set.
         Nothing is started or written.
     """
-    layers = _layers(config_file)
+    layers = _layers(config_file, environment=environment)
     if sections:
         layer = _Layer("overrides", "given by the caller", sections)
         _check_layer(layer)

@@ -654,7 +654,8 @@ def render_config_file(config_file: str | os.PathLike[str]) -> dict[str, str]:
         text = Path(config_file).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read the pipeline config {config_file}: {exc}") from exc
-    return render_files(load_run_config(config_file), text)
+    # the file alone: the pod gets its text, not this shell's DASK_STARSKOPE__* variables
+    return render_files(load_run_config(config_file, environment=False), text)
 
 
 def is_generated(path: str | os.PathLike[str]) -> bool:

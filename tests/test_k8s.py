@@ -504,3 +504,15 @@ def test_the_image_builds(tmp_path: Path) -> None:
         )  # fmt: skip
         assert result.stdout.split()[0] == str(k8s.RUN_AS_USER)
         assert result.stdout.strip().endswith("ok")
+
+
+def test_render_sees_the_file_as_the_pod_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A variable set in the rendering shell never reaches the pod (it gets the ConfigMap's
+    text), so it must not change what is rendered or validated either.
+    """
+    from starskope_dask.k8s import render_config_file
+
+    plain = render_config_file(ROOT / "k8s" / "pipeline.yaml")
+    monkeypatch.setenv("DASK_STARSKOPE__KUBERNETES__WORKERS", "99")
+    monkeypatch.setenv("DASK_STARSKOPE__PIPELINE__WORKDIR", "/local/only")
+    assert render_config_file(ROOT / "k8s" / "pipeline.yaml") == plain
