@@ -541,6 +541,42 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0 if summary.n_failed == 0 else 1
 
 
+def cmd_cutout(args: argparse.Namespace) -> int:
+    """Postage stamps of targets out of the TESS FFI cubes (ranged reads) into a Zarr store."""
+    from starskope_dask.config import load_storage_config
+    from starskope_dask.ffi import CutoutConfig, parse_sectors, run
+
+    config = CutoutConfig(
+        targets=tuple(args.targets),
+        store=args.out,
+        sectors=parse_sectors(args.sectors),
+        size=args.size,
+        archive=args.archive,
+        storage=load_storage_config(config_file=args.config),
+        n_workers=args.workers if args.workers is not None else 2,
+        scheduler_address=args.scheduler,
+    )
+    summary = run(config, progress=not args.quiet)
+    for failure in summary.failures[:MAX_FAILURES_SHOWN]:
+        where = failure["target"] or failure["cube"]
+        emit_error(f"warning: {where}: {failure['error_type']}: {failure['problem']}")
+    if summary.n_failed > MAX_FAILURES_SHOWN:
+        emit_error(
+            f"... and {summary.n_failed - MAX_FAILURES_SHOWN} more failures in "
+            f"{summary.store}/_starskope/failures.parquet"
+        )
+    total = summary.bytes_probe + summary.bytes_table + summary.bytes_stamps
+    emit(
+        f"{summary.n_stamps} stamps of {summary.n_targets} targets from {summary.n_cubes} cubes "
+        f"-> {summary.store}; {total / 1e6:.2f} MB read ({summary.bytes_stamps / 1e6:.2f} MB of "
+        f"stamps) in {summary.requests} requests, {summary.seconds:.1f} s; "
+        f"{summary.n_failed} failed"
+    )
+    if args.json:
+        emit(json.dumps(summary.as_dict(), default=str))
+    return 0 if summary.n_failed == 0 else 1
+
+
 def _parser(sub: Any, name: str, help_text: str, codes: str, **kwargs: Any) -> Any:
     """A subcommand parser whose help ends with its exit codes."""
     return sub.add_parser(
@@ -867,6 +903,36 @@ def register(sub: Any) -> None:
     k8s_render.add_argument("--out-dir", default="k8s", help="folder of the files (default k8s)")
     k8s_render.add_argument("--stdout", action="store_true", help="print instead of writing")
     k8s_render.set_defaults(func=cmd_k8s_render)
+
+    cutout = _parser(
+        sub,
+        "cutout",
+        "postage stamps of targets out of the TESS FFI cubes (ranged reads) into a Zarr store",
+        "0 every target stamped; 1 some targets or cubes failed (on stderr and in\n"
+        "STORE/_starskope/failures.parquet; the others are stored); 2 bad target, --size or\n"
+        "--sectors; 3 the archive cannot be listed, or --out cannot be written or is not a\n"
+        "cutout store.",
+        description="TARGET: TIC n | KIC n | EPIC n (the archive's catalog/tic.parquet, else\n"
+        "the TIC at MAST) | RA,DEC (degrees) | a name MAST resolves. The store holds flux and\n"
+        "flux_err (star, time, y, x), quality and BJD_TDB time (star, time), and per stamp its\n"
+        "target, sector, camera, CCD, origin on the CCD and WCS; one row per stamp (a target\n"
+        "observed in two sectors has two).",
+    )
+    cutout.add_argument("targets", nargs="+", metavar="TARGET")
+    cutout.add_argument(
+        "--sectors", help="sectors whose cubes are looked at: 1,2 or 1-13 (default: every cube)"
+    )
+    cutout.add_argument("--size", type=int, default=11, help="stamp side in pixels (default 11)")
+    cutout.add_argument("--out", required=True, help="Zarr store: local path or s3:// URL")
+    cutout.add_argument(
+        "--archive", default="s3://stpubdata", help="bucket (or folder) holding tess/public/mast/"
+    )
+    cutout.add_argument("--workers", type=int, help="LocalCluster worker processes (default 2)")
+    cutout.add_argument("--scheduler", help="Dask scheduler address (or DASK_SCHEDULER_ADDRESS)")
+    _config_option(cutout)
+    cutout.add_argument("--json", action="store_true", help="also print the summary as JSON")
+    cutout.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    cutout.set_defaults(func=cmd_cutout)
 
     demo = _parser(
         sub,

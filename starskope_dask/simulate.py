@@ -11,6 +11,9 @@ and limb-darkened transits from ``batman`` or eclipsing binaries (the look-alike
 positives). The truth table lands at ``truth/stars.parquet`` and ``truth/products.parquet``,
 and the matching stellar catalogue (TIC-named columns: ``ID``, ``KIC``, ``EPIC``, ``ra``, ``dec``,
 ``Tmag``, ``Teff``, ``logg``, ``rad``, ``mass``, ``rho``, ``contratio``) at ``catalog/tic.parquet``.
+When asked (``SimulationConfig.ffi_cubes``), small TESS full-frame-image cubes in the real cube
+format are written too (:func:`simulate_ffi_cube`, ``tess/public/mast/tess-sSSSS-C-D-cube.fits``),
+their stars' pixels and fluxes in ``truth/ffi_stars.parquet`` and ``truth/ffi_flux.parquet``.
 
 Every star draws from its own generator seeded by ``(seed, star index)``, so the output is
 byte-identical for a seed whatever the number of processes, and memory stays flat in N
@@ -156,6 +159,15 @@ class SimulationConfig:
     segment_days : float or None
         Cut every segment to this many days (for fast, small archives); ``None`` keeps the
         real lengths.
+    ffi_cubes : int
+        Also write this many small TESS FFI cubes in the real cube format
+        (:func:`simulate_ffi_cube`), each around one of the stars TESS observes, with their
+        truth in ``truth/ffi_stars.parquet`` and ``truth/ffi_flux.parquet``. 0 (the default)
+        writes none, and the archive is byte-identical to one made without the option.
+    ffi_pixels : int
+        Rows and columns of each FFI cube (a real CCD has 2048 x 2048 science pixels).
+    ffi_times : int
+        FFIs (cadences) in each cube.
     """
 
     n_stars: int = 20
@@ -167,6 +179,9 @@ class SimulationConfig:
     multi_mission_fraction: float = 0.4
     tess_cadence_days: float = TESS_2MIN
     segment_days: float | None = None
+    ffi_cubes: int = 0
+    ffi_pixels: int = 64
+    ffi_times: int = 300
 
     def __post_init__(self) -> None:
         missions = self.missions
@@ -183,6 +198,9 @@ class SimulationConfig:
         _check_int("n_stars (--stars)", self.n_stars, 1, MAX_STARS)
         _check_int("seed (--seed)", self.seed, 0, 2**64 - 1, "2**64 - 1")
         _check_int("max_segments (--max-segments)", self.max_segments, 1, 1000)
+        _check_int("ffi_cubes", self.ffi_cubes, 0, MAX_FFI_CUBES)
+        _check_int("ffi_pixels", self.ffi_pixels, MIN_FFI_PIXELS, 2048)
+        _check_int("ffi_times", self.ffi_times, 2, 100_000)
         for name in ("planet_fraction", "eb_fraction", "multi_mission_fraction"):
             value = getattr(self, name)
             if not _finite(value) or not 0 <= value <= 1:
@@ -202,6 +220,10 @@ class SimulationConfig:
 
 
 SIM_MISSIONS = ("kepler", "k2", "tess")
+#: Most FFI cubes one simulated archive holds (16 CCDs in each of 89 sectors).
+MAX_FFI_CUBES = 16 * 89
+#: Fewest rows and columns of a simulated FFI cube (a stamp of a few pixels must fit).
+MIN_FFI_PIXELS = 8
 #: Most stars one simulated archive holds.
 MAX_STARS = 10_000_000
 #: Shortest segment (days): a few cadences of every mission.
@@ -930,6 +952,7 @@ class SimulationResult:
     truth_url: str
     products_url: str
     catalog_url: str = ""
+    ffi_cube_keys: tuple[str, ...] = ()
 
 
 def _iter_results(
@@ -1017,6 +1040,7 @@ def simulate_archive(
                 path.write_bytes(buffer.getvalue())
             else:
                 filesystem(protocol, storage_options).pipe_file(url, buffer.getvalue())
+        ffi_keys = _write_ffi_cubes(out_url, config, storage_options) if config.ffi_cubes else ()
     except Exception as exc:
         if isinstance(exc, StarskopeError) or not _is_io_error(exc):
             raise
@@ -1029,7 +1053,14 @@ def simulate_archive(
         n_bytes / 1e6,
     )
     return SimulationResult(
-        out_url, config.n_stars, len(product_table), n_bytes, truth_url, products_url, catalog_url
+        out_url,
+        config.n_stars,
+        len(product_table),
+        n_bytes,
+        truth_url,
+        products_url,
+        catalog_url,
+        ffi_keys,
     )
 
 
@@ -1083,3 +1114,517 @@ def check_simulation_output(out_url: str, storage_options: Mapping[str, Any] | N
         fs.rm_file(probe)
     except Exception:  # the probe is empty and harmless; a bucket may refuse deletes
         logger.debug("could not remove %s", probe, exc_info=True)
+
+
+# ------------------------------------------------------------------- TESS FFI cubes
+
+#: The simulated FFIs' plate scale (arcsec per pixel), as TESS's.
+FFI_PIXEL_ARCSEC = 21.0
+#: Sigma of the simulated point-spread function (pixels): a TESS PSF's core.
+FFI_PSF_SIGMA = 0.8
+#: Sky background of the simulated FFIs (e-/s per pixel).
+FFI_BACKGROUND = 40.0
+#: Read noise per 2-s frame (e-).
+FFI_READ_NOISE = 10.0
+#: Rows of the cube generated (and written) at a time: memory stays flat in the cube's size.
+FFI_BLOCK_ROWS = 16
+
+
+def ffi_cadence_days(sector: int) -> float:
+    """The FFI cadence of a sector: 30 min (1-26), 10 min (27-55), 200 s (56 on)."""
+    seconds = 1800.0 if sector <= 26 else 600.0 if sector <= 55 else 200.0
+    return seconds / 86400.0
+
+
+@dataclasses.dataclass(frozen=True)
+class FfiCube:
+    """What :func:`simulate_ffi_cube` wrote.
+
+    Attributes
+    ----------
+    key : str
+        The cube's key below the archive root (``tess/public/mast/tess-sSSSS-C-D-cube.fits``).
+    sector, camera, ccd : int
+        Where the cube is.
+    n_rows, n_cols, n_times : int
+        Its shape.
+    n_bytes : int
+        The object's size.
+    stars : DataFrame
+        Truth, one row per star in the cube: ``key``, ``sector``, ``camera``, ``ccd``,
+        ``star`` (index in the simulated sky, -1 for an uncatalogued field star), ``tic``,
+        ``ra``, ``dec``, ``x`` and ``y`` (0-based column and row of its centre on the CCD),
+        ``mag``, ``mean_flux`` (e-/s), ``psf_sigma_px``, ``kind`` (``catalogue`` or
+        ``field``).
+    flux : DataFrame
+        Truth per cadence of the catalogued stars: ``key``, ``star``, ``tic``, ``cadence``,
+        ``btjd`` (the FFI's mid-time, BJD_TDB - 2457000 at the CCD centre) and ``flux``
+        (the star's total flux, e-/s, before the PSF and the noise).
+    """
+
+    key: str
+    sector: int
+    camera: int
+    ccd: int
+    n_rows: int
+    n_cols: int
+    n_times: int
+    n_bytes: int
+    stars: pd.DataFrame
+    flux: pd.DataFrame
+
+
+def _ffi_wcs(ra: float, dec: float, crpix: tuple[float, float], rotation_deg: float) -> fits.Header:
+    """A TESS-like TAN-SIP WCS header: 21"/px, rotated, RA increasing to the left, a little
+    SIP distortion (CD matrix, as in SPOC FFIs).
+    """
+    scale = FFI_PIXEL_ARCSEC / 3600.0
+    theta = math.radians(rotation_deg)
+    header = fits.Header()
+    header["WCSAXES"] = 2
+    header["CTYPE1"], header["CTYPE2"] = "RA---TAN-SIP", "DEC--TAN-SIP"
+    header["CUNIT1"], header["CUNIT2"] = "deg", "deg"
+    header["CRVAL1"], header["CRVAL2"] = ra, dec
+    header["CRPIX1"], header["CRPIX2"] = crpix
+    header["CD1_1"] = -scale * math.cos(theta)
+    header["CD1_2"] = scale * math.sin(theta)
+    header["CD2_1"] = scale * math.sin(theta)
+    header["CD2_2"] = scale * math.cos(theta)
+    header["A_ORDER"], header["B_ORDER"] = 2, 2
+    header["A_2_0"], header["A_1_1"], header["A_0_2"] = 2e-6, -1e-6, 1.5e-6
+    header["B_2_0"], header["B_1_1"], header["B_0_2"] = -1e-6, 2e-6, 1e-6
+    return header
+
+
+def _pixel_profile(centre: float, n: int, sigma: float) -> tuple[int, npt.NDArray[np.float64]]:
+    """First index and pixel-integrated Gaussian weights of a PSF along one axis (its core
+    only: ±6 sigma, clipped to the CCD).
+    """
+    from scipy.special import erf
+
+    half = math.ceil(6 * sigma) + 1
+    first = max(0, math.floor(centre + 0.5) - half)
+    last = min(n, math.floor(centre + 0.5) + half + 1)
+    edges = np.arange(first, last + 1, dtype=np.float64) - 0.5
+    cdf = 0.5 * (1 + erf((edges - centre) / (sigma * math.sqrt(2))))
+    return first, np.diff(cdf)
+
+
+def _star_relative_flux(star: SimStar, time_bjd: npt.NDArray[np.float64], cadence: float) -> Any:
+    """The star's relative flux at ``time_bjd``: transit or eclipses, spots, pulsation (the
+    light-curve products' astrophysics, without their noise and systematics).
+    """
+    relative = transit_model(star, time_bjd, cadence, "TESS")
+    relative = relative * (
+        1
+        + star.spot_amplitude
+        * np.sin(2 * np.pi * time_bjd / star.rotation_period + star.index)
+        * (1 + 0.3 * np.sin(2 * np.pi * time_bjd / (3.1 * star.rotation_period)))
+    )
+    return relative * (
+        1 + star.pulsation_amplitude * np.sin(2 * np.pi * time_bjd / star.pulsation_period)
+    )
+
+
+def _ffi_table(
+    header: fits.Header,
+    sector: int,
+    camera: int,
+    ccd: int,
+    n_rows: int,
+    n_cols: int,
+    tstart: npt.NDArray[np.float64],
+    tstop: npt.NDArray[np.float64],
+    quality: npt.NDArray[np.int32],
+    barycorr: npt.NDArray[np.float64],
+) -> fits.BinTableHDU:
+    """The cube's table HDU as astrocut's CubeFactory writes it: one row per FFI, one column
+    per keyword of the FFIs' image headers (floats ``D``, integers ``J``, strings ``A``),
+    plus ``FFI_FILE``; each non-structural keyword repeated in the table's header with the
+    FFI header's comment as its value.
+    """
+    n = len(tstart)
+    names = []
+    for value in tstart:
+        moment = datetime(1858, 11, 17, tzinfo=UTC) + timedelta(
+            days=float(value) + TESS_BJDREF - 2400000.5
+        )
+        names.append(
+            f"tess{moment.strftime('%Y%j%H%M%S')}-s{sector:04d}-{camera}-{ccd}-0120-s_ffic.fits"
+        )
+    columns: list[tuple[str, str, Any, str]] = [
+        ("XTENSION", "A", "IMAGE", "Image extension"),
+        ("BITPIX", "J", -32, "array data type"),
+        ("NAXIS", "J", 2, "number of array dimensions"),
+        ("NAXIS1", "J", n_cols, "length of dimension 1"),
+        ("NAXIS2", "J", n_rows, "length of dimension 2"),
+        ("TIMEREF", "A", "SOLARSYSTEM", "barycentric correction applied to times"),
+        ("TASSIGN", "A", "SPACECRAFT", "where time is assigned"),
+        ("TIMESYS", "A", "TDB", "time system is Barycentric Dynamical Time (TDB)"),
+        ("BJDREFI", "J", int(TESS_BJDREF), "integer part of BTJD reference date"),
+        ("BJDREFF", "D", 0.0, "fraction of the day in BTJD reference date"),
+        ("TIMEUNIT", "A", "d", "time unit for TIME, TSTART and TSTOP"),
+        ("TSTART", "D", tstart, "observation start time in BTJD"),
+        ("TSTOP", "D", tstop, "observation stop time in BTJD"),
+        ("DATE-OBS", "A", [_bjd_to_iso(t + TESS_BJDREF) for t in tstart], "TSTART as UTC date"),
+        ("DATE-END", "A", [_bjd_to_iso(t + TESS_BJDREF) for t in tstop], "TSTOP as UTC date"),
+        ("BARYCORR", "D", barycorr, "[d] barycentric time correction"),
+        ("TELAPSE", "D", tstop - tstart, "[d] TSTOP - TSTART"),
+        ("EXPOSURE", "D", (tstop - tstart) * 0.8, "[d] time on source"),
+        ("TIMEDEL", "D", tstop - tstart, "[d] time resolution of data"),
+        ("INT_TIME", "D", 1.98, "[s] photon accumulation time per frame"),
+        ("NUM_FRM", "J", round(float(tstop[0] - tstart[0]) * 86400 / 2.0), "frames per time"),
+        ("CAMERA", "J", camera, "Camera number"),
+        ("CCD", "J", ccd, "CCD chip number"),
+        ("DQUALITY", "J", quality, "Data quality flags"),
+        ("FFIINDEX", "J", np.arange(n, dtype=np.int32) + 1000 * sector, "FFI cadence index"),
+        ("RADESYS", "A", "ICRS", "reference frame of celestial coordinates"),
+        ("EQUINOX", "D", 2000.0, "equinox of celestial coordinate system"),
+        ("WCSAXES", "J", 2, "Number of coordinate axes"),
+    ]
+    for key in ("CTYPE1", "CTYPE2", "CUNIT1", "CUNIT2"):
+        columns.append((key, "A", str(header[key]), header.comments[key] or key))
+    for key in ("CRVAL1", "CRVAL2", "CRPIX1", "CRPIX2", "CD1_1", "CD1_2", "CD2_1", "CD2_2"):
+        columns.append((key, "D", float(header[key]), header.comments[key] or key))
+    for key in ("A_ORDER", "B_ORDER"):
+        columns.append((key, "J", int(header[key]), "polynomial order"))
+    for key in ("A_2_0", "A_1_1", "A_0_2", "B_2_0", "B_1_1", "B_0_2"):
+        columns.append((key, "D", float(header[key]), "distortion coefficient"))
+    cols = []
+    for name, form, value, _ in columns:
+        array = np.asarray(value) if np.ndim(value) else np.full(n, value)
+        if form == "A":
+            width = max(1, max(len(str(v)) for v in array))
+            cols.append(fits.Column(name=name, format=f"{width}A", array=array.astype(f"S{width}")))
+        else:
+            dtype = np.int32 if form == "J" else np.float64
+            cols.append(fits.Column(name=name, format=form, array=array.astype(dtype)))
+    width = max(len(v) for v in names)
+    cols.append(
+        fits.Column(name="FFI_FILE", format=f"{width}A", array=np.array(names, f"S{width}"))
+    )
+    table = fits.BinTableHDU.from_columns(cols)
+    structural = {"XTENSION", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "PCOUNT", "GCOUNT", "TFIELDS"}
+    for name, _, _, comment in columns:
+        if name not in structural:
+            table.header[name] = comment
+    return table
+
+
+def simulate_ffi_cube(
+    out_url: str,
+    config: SimulationConfig,
+    star_index: int,
+    *,
+    sector: int | None = None,
+    camera: int = 1,
+    ccd: int = 1,
+    n_rows: int | None = None,
+    n_cols: int | None = None,
+    n_times: int | None = None,
+    star_pixel: tuple[float, float] | None = None,
+    n_field_stars: int = 12,
+    storage_options: Mapping[str, Any] | None = None,
+) -> FfiCube:
+    """Write a small TESS FFI cube in the real format, around star ``star_index``.
+
+    The cube follows astrocut's ``CubeFactory`` layout, as the cubes of
+    ``s3://stpubdata/tess/public/mast/`` do: a primary header (the FFIs' primary header with
+    ``SECTOR``, ``CAMERA``, ``CCD``, ``TSTART`` of the first and ``TSTOP`` of the last FFI);
+    HDU 1 a float32 image of ``NAXIS1 = 2`` (flux, uncertainty), ``NAXIS2`` FFIs,
+    ``NAXIS3`` columns and ``NAXIS4`` rows (numpy order ``[row][column][time][plane]``);
+    HDU 2 a table with one row per FFI and one column per keyword of the FFIs' image
+    headers (``TSTART``, ``TSTOP``, ``DQUALITY``, ``BARYCORR``, the TAN-SIP WCS, ...) plus
+    ``FFI_FILE``. See :mod:`starskope_dask.ffi` for the sources.
+
+    The star sits at ``star_pixel`` (0-based column, row; by default near the centre, offset
+    at random), its flux the simulated star's astrophysics (:func:`transit_model`, spots,
+    pulsation) at the FFIs' mid-times, scaled by its magnitude as in :func:`noise_level`,
+    spread by a pixel-integrated Gaussian PSF; around it ``n_field_stars`` uncatalogued
+    stars of constant flux, a sky background, and photon and read noise (the uncertainty
+    plane holds each pixel's noise sigma). Times are BTJD (BJD_TDB - 2457000) at the CCD's
+    centre, as in SPOC FFIs; across a cube of a few hundred pixels the barycentric
+    correction changes by under a few seconds, which the star's flux ignores.
+
+    The cube is generated and written ``FFI_BLOCK_ROWS`` rows at a time (memory stays flat
+    in its size); everything is seeded by ``(config.seed, sector, camera, ccd)``.
+
+    Parameters
+    ----------
+    out_url : str
+        The archive root (local folder or ``s3://bucket[/prefix]``).
+    config : SimulationConfig
+        The simulated sky (and the default shape: ``ffi_pixels``, ``ffi_times``).
+    star_index : int
+        The star the cube is centred on.
+    sector : int, optional
+        Default: the star's first TESS sector (or sector 1).
+    camera, ccd : int
+        Camera and CCD (1-4), which name the cube.
+    n_rows, n_cols, n_times : int, optional
+        Shape (default ``config.ffi_pixels`` square, ``config.ffi_times`` FFIs).
+    star_pixel : (float, float), optional
+        Where the star's centre falls (column, row), e.g. near an edge.
+    n_field_stars : int
+        Uncatalogued stars scattered over the cube.
+    storage_options : mapping, optional
+        fsspec options for S3 (writes need credentials or a writable local server).
+
+    Returns
+    -------
+    FfiCube
+        The cube's key, shape, size and truth.
+
+    Raises
+    ------
+    SimulationError
+        For a camera or CCD outside 1-4, a sector outside 1-999, a shape too small, or a
+        star pixel off the CCD.
+    """
+    from starskope_dask.ffi import barycentric_delay_days, cube_key
+
+    star = make_star(config, star_index)
+    sector = int(sector if sector is not None else (star.tess_sectors or (1,))[0])
+    n_rows = int(n_rows if n_rows is not None else config.ffi_pixels)
+    n_cols = int(n_cols if n_cols is not None else config.ffi_pixels)
+    n_times = int(n_times if n_times is not None else config.ffi_times)
+    _check_int("camera", camera, 1, 4)
+    _check_int("ccd", ccd, 1, 4)
+    _check_int("sector", sector, 1, 999)
+    for name, extent in (("n_rows", n_rows), ("n_cols", n_cols)):
+        _check_int(name, extent, MIN_FFI_PIXELS, 4096)
+    _check_int("n_times", n_times, 2, 100_000)
+    rng = np.random.default_rng([config.seed, sector, camera, ccd, 0xFF1])
+    if star_pixel is None:
+        star_pixel = (
+            (n_cols - 1) / 2 + float(rng.uniform(-0.2, 0.2)) * n_cols,
+            (n_rows - 1) / 2 + float(rng.uniform(-0.2, 0.2)) * n_rows,
+        )
+    col0, row0 = float(star_pixel[0]), float(star_pixel[1])
+    if not (0 <= col0 <= n_cols - 1 and 0 <= row0 <= n_rows - 1):
+        raise SimulationError(f"star_pixel {star_pixel} is off a CCD of {n_cols} x {n_rows} pixels")
+    # The WCS puts the star at its pixel: CRVAL is the star, CRPIX its (1-based) pixel.
+    from astropy.wcs import WCS
+
+    wcs_header = _ffi_wcs(star.ra, star.dec, (col0 + 1, row0 + 1), float(rng.uniform(0, 360)))
+    wcs = WCS(wcs_header, relax=True)
+    cadence = ffi_cadence_days(sector)
+    start = TESS_S1_START + (sector - 1) * TESS_SECTOR_DAYS - TESS_BJDREF + 0.5
+    tstart = start + cadence * np.arange(n_times, dtype=np.float64)
+    tstop = tstart + cadence
+    mid = 0.5 * (tstart + tstop)
+    centre_ra, centre_dec = (
+        float(v) for v in wcs.all_pix2world([[(n_cols - 1) / 2, (n_rows - 1) / 2]], 0)[0]
+    )
+    barycorr = barycentric_delay_days(mid + TESS_BJDREF, centre_ra, centre_dec)
+    quality = np.zeros(n_times, dtype=np.int32)
+    quality[np.flatnonzero(np.diff(np.floor((tstart - tstart[0]) / 3.125)) > 0) + 1] |= TESS_FLAGS[
+        "desat"
+    ]
+    quality[rng.random(n_times) < 0.01] |= TESS_FLAGS["attitude"]
+    quality[rng.random(n_times) < 0.005] |= TESS_FLAGS["straylight"]
+
+    segment = Segment("TESS", sector, mid[0] + TESS_BJDREF, mid[-1] + TESS_BJDREF, cadence, "")
+    zero_point, _ = noise_level(star, segment)
+    star_flux = zero_point * _star_relative_flux(star, mid + TESS_BJDREF, cadence)
+    # Field stars: fainter, anywhere on the CCD, constant.
+    field_x = rng.uniform(0, n_cols - 1, n_field_stars)
+    field_y = rng.uniform(0, n_rows - 1, n_field_stars)
+    field_mag = rng.uniform(max(star.mag, 11.0), 16.5, n_field_stars)
+    field_flux = 15000.0 * 10 ** (-0.4 * (field_mag - 10.0))
+    field_sky = wcs.all_pix2world(np.column_stack([field_x, field_y]), 0)
+    sources = [(col0, row0, star_flux)] + [
+        (float(x), float(y), np.full(n_times, f))
+        for x, y, f in zip(field_x, field_y, field_flux, strict=True)
+    ]
+    profiles = [
+        (_pixel_profile(x, n_cols, FFI_PSF_SIGMA), _pixel_profile(y, n_rows, FFI_PSF_SIGMA), flux)
+        for x, y, flux in sources
+    ]
+    background = FFI_BACKGROUND * (
+        1
+        + 0.1 * (np.arange(n_rows)[:, None] / n_rows)
+        + 0.05 * (np.arange(n_cols)[None, :] / n_cols)
+    )
+    exposure_s = cadence * 86400 * 0.8
+    read_var = FFI_READ_NOISE**2 * exposure_s / 2.0
+
+    primary = fits.Header()
+    for key, value, comment in [
+        ("EXTEND", True, "file contains extensions"),
+        ("NEXTEND", 2, "number of standard extensions"),
+        ("EXTNAME", "PRIMARY", "name of extension"),
+        ("ORIGIN", "STScI/MAST", "institution responsible for creating this file"),
+        ("DATE", _bjd_to_iso(mid[-1] + TESS_BJDREF + 40)[:10], "file creation date."),
+        ("SIMDATA", True, "file is based on simulated data"),
+        ("TELESCOP", "TESS", "telescope"),
+        ("INSTRUME", "TESS Photometer", "detector type"),
+        ("CREATOR", "starskope_dask.simulate", "cube made by the starskope simulator"),
+        ("PROCVER", "spoc-5.0.0-sim", "SW version"),
+        ("FILEVER", "1.0", "file format version"),
+        ("DATA_REL", 1, "data release version number"),
+        ("SECTOR", sector, "Observing sector"),
+        ("CAMERA", camera, "Camera number"),
+        ("CCD", ccd, "CCD chip number"),
+        ("RADESYS", "ICRS", "reference frame of celestial coordinates"),
+        ("EQUINOX", 2000.0, "equinox of celestial coordinate system"),
+        ("TSTART", float(tstart[0]), "observation start time in BTJD of first FFI"),
+        ("TSTOP", float(tstop[-1]), "observation stop time in BTJD of last FFI"),
+        ("DATE-OBS", _bjd_to_iso(tstart[0] + TESS_BJDREF), "TSTART as UTC calendar date"),
+        ("DATE-END", _bjd_to_iso(tstop[-1] + TESS_BJDREF), "TSTOP as UTC calendar date"),
+        ("FFIINDEX", 1000 * sector, "number of FFI cadence interval of first FFI"),
+    ]:
+        primary[key] = (value, comment)
+    head = fits.PrimaryHDU(header=primary).header.tostring().encode("ascii")
+    image = fits.ImageHDU(data=np.zeros((1, 1, 1, 2), dtype=np.float32)).header
+    image["NAXIS4"], image["NAXIS3"], image["NAXIS2"], image["NAXIS1"] = n_rows, n_cols, n_times, 2
+    head += image.tostring().encode("ascii")
+    table = _ffi_table(
+        wcs_header, sector, camera, ccd, n_rows, n_cols, tstart, tstop, quality, barycorr
+    )
+    buffer = io.BytesIO()
+    fits.HDUList([fits.PrimaryHDU(), table]).writeto(buffer)
+    table_bytes = buffer.getvalue()[len(fits.PrimaryHDU().header.tostring()) :]
+
+    key = cube_key(sector, camera, ccd)
+    protocol = url_protocol(out_url)
+    root = str(local_path(out_url)) if protocol == "file" else out_url.rstrip("/")
+    path = os.path.join(root, key) if protocol == "file" else f"{root}/{key}"
+    fs = filesystem("file") if protocol == "file" else filesystem(protocol, storage_options)
+    if protocol == "file":
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    n_bytes = 0
+    # Remote: multipart parts of 5 MiB, S3's smallest (a local S3 server keeps each part as
+    # a chunk, and serves a range by reading its chunk: small parts keep ranged reads fast).
+    with fs.open(path, "wb", **({} if protocol == "file" else {"block_size": 5 << 20})) as out:
+        out.write(head)
+        n_bytes += len(head)
+        for block, first in enumerate(range(0, n_rows, FFI_BLOCK_ROWS)):
+            last = min(n_rows, first + FFI_BLOCK_ROWS)
+            signal = np.repeat(background[first:last, :, None], n_times, axis=2)
+            for (x_first, x_weights), (y_first, y_weights), flux in profiles:
+                lo, hi = max(first, y_first), min(last, y_first + len(y_weights))
+                if lo >= hi:
+                    continue
+                window = np.multiply.outer(y_weights[lo - y_first : hi - y_first], x_weights)
+                signal[lo - first : hi - first, x_first : x_first + len(x_weights)] += (
+                    window[:, :, None] * flux[None, None, :]
+                )
+            block_rng = np.random.default_rng([config.seed, sector, camera, ccd, 0xFF1, block])
+            sigma = np.sqrt(np.maximum(signal, 0) * exposure_s + read_var) / exposure_s
+            cube = np.empty((last - first, n_cols, n_times, 2), dtype=">f4")
+            cube[..., 0] = signal + sigma * block_rng.standard_normal(signal.shape)
+            cube[..., 1] = sigma
+            data = cube.tobytes()
+            out.write(data)
+            n_bytes += len(data)
+        padding = -(n_bytes - len(head)) % 2880
+        out.write(b"\0" * padding)
+        out.write(table_bytes)
+        n_bytes += padding + len(table_bytes)
+
+    common = {"key": key, "sector": sector, "camera": camera, "ccd": ccd}
+    stars = pd.DataFrame(
+        [
+            {
+                **common,
+                "star": star.index,
+                "tic": star.tic if star.tic is not None else -1,
+                "ra": star.ra,
+                "dec": star.dec,
+                "x": col0,
+                "y": row0,
+                "mag": round(star.mag, 3),
+                "mean_flux": float(np.mean(star_flux)),
+                "psf_sigma_px": FFI_PSF_SIGMA,
+                "kind": "catalogue",
+            }
+        ]
+        + [
+            {
+                **common,
+                "star": -1,
+                "tic": -1,
+                "ra": float(field_sky[i, 0]),
+                "dec": float(field_sky[i, 1]),
+                "x": float(field_x[i]),
+                "y": float(field_y[i]),
+                "mag": round(float(field_mag[i]), 3),
+                "mean_flux": float(field_flux[i]),
+                "psf_sigma_px": FFI_PSF_SIGMA,
+                "kind": "field",
+            }
+            for i in range(n_field_stars)
+        ]
+    )
+    flux_table = pd.DataFrame(
+        {
+            "key": key,
+            "star": star.index,
+            "tic": star.tic if star.tic is not None else -1,
+            "cadence": np.arange(n_times, dtype=np.int32),
+            "btjd": mid,
+            "flux": star_flux,
+        }
+    )
+    logger.info(
+        "simulated FFI cube %s: %d x %d x %d, %.1f MB", key, n_rows, n_cols, n_times, n_bytes / 1e6
+    )
+    return FfiCube(key, sector, camera, ccd, n_rows, n_cols, n_times, n_bytes, stars, flux_table)
+
+
+def ffi_cube_plan(config: SimulationConfig) -> list[tuple[int, int, int, int]]:
+    """Which cubes ``simulate_archive`` writes: ``(star, sector, camera, ccd)`` for the first
+    ``config.ffi_cubes`` stars TESS observes, each in its first sector, on the next camera
+    and CCD of that sector not yet taken (so that no two cubes share a key).
+    """
+    plan: list[tuple[int, int, int, int]] = []
+    taken: dict[int, int] = {}
+    for index in range(config.n_stars):
+        if len(plan) >= config.ffi_cubes:
+            break
+        star = make_star(config, index)
+        free = [s for s in star.tess_sectors if taken.get(s, 0) < 16]
+        if not free:
+            continue
+        sector = free[0]
+        slot = taken.get(sector, 0)
+        taken[sector] = slot + 1
+        plan.append((index, sector, 1 + slot // 4, 1 + slot % 4))
+    return plan
+
+
+def _write_ffi_cubes(
+    out_url: str, config: SimulationConfig, storage_options: Mapping[str, Any] | None
+) -> tuple[str, ...]:
+    """Write the cubes of :func:`ffi_cube_plan` and their truth tables; their keys."""
+    cubes = [
+        simulate_ffi_cube(
+            out_url,
+            config,
+            index,
+            sector=sector,
+            camera=camera,
+            ccd=ccd,
+            storage_options=storage_options,
+        )
+        for index, sector, camera, ccd in ffi_cube_plan(config)
+    ]
+    if not cubes:
+        logger.warning("ffi_cubes=%d, but no simulated star is observed by TESS", config.ffi_cubes)
+        return ()
+    root = out_url.rstrip("/")
+    for name, table in (
+        ("ffi_stars", pd.concat([c.stars for c in cubes], ignore_index=True)),
+        ("ffi_flux", pd.concat([c.flux for c in cubes], ignore_index=True)),
+    ):
+        buffer = io.BytesIO()
+        table.to_parquet(buffer, index=False)
+        url = f"{root}/truth/{name}.parquet"
+        if url_protocol(url) == "file":
+            path = local_path(url)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(buffer.getvalue())
+        else:
+            filesystem(url_protocol(url), storage_options).pipe_file(url, buffer.getvalue())
+    return tuple(c.key for c in cubes)
