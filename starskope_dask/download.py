@@ -951,7 +951,7 @@ CURL_TOKEN_PREAMBLE = (
     'if [ -n "${MAST_API_TOKEN:-}" ]; then',
     '    MAST_HEADER_FILE="$(umask 077 && mktemp)"',
     "    trap 'rm -f \"$MAST_HEADER_FILE\"' EXIT",
-    "    printf 'Authorization: token %s\\n' \"$MAST_API_TOKEN\" > \"$MAST_HEADER_FILE\"",
+    '    printf \'Authorization: token %s\\n\' "$MAST_API_TOKEN" > "$MAST_HEADER_FILE"',
     '    MAST_AUTH=(-H "@$MAST_HEADER_FILE")',
     "fi",
 )
