@@ -51,6 +51,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         seed=args.seed,
         max_segments=args.max_segments,
         segment_days=args.segment_days,
+        ffi_cubes=args.ffi_cubes,
     )
     if args.processes < 1:
         raise ConfigError(f"--processes must be at least 1, not {args.processes}")
@@ -621,6 +622,12 @@ def register(sub: Any) -> None:
         type=float,
         default=None,
         help="cut segments to this many days (small, fast archives)",
+    )
+    simulate.add_argument(
+        "--ffi-cubes",
+        type=int,
+        default=0,
+        help="also write this many TESS FFI cubes with the stars in them (for `cutout`)",
     )
     simulate.add_argument("--processes", type=int, default=os.cpu_count() or 1)
     simulate.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
