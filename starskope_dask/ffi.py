@@ -84,7 +84,6 @@ from starskope_dask.errors import (
     NotAStoreError,
     ProductError,
     StarskopeError,
-    StoreError,
     TargetNotFoundError,
     UnsupportedProductError,
     one_line,
@@ -1825,15 +1824,6 @@ def open_cutouts(store: str, storage_options: Mapping[str, Any] | None = None) -
     StoreError
         If there is no cutout store at ``store``.
     """
-    import xarray as xr
+    from starskope_dask.store import open_dataset
 
-    from starskope_dask.store import _zarr_target, quiet_zarr
-
-    target, kwargs = _zarr_target(store, storage_options, read_only=True)
-    try:
-        with quiet_zarr():
-            return xr.open_zarr(target, zarr_format=3, **kwargs)
-    except (FileNotFoundError, KeyError, ValueError) as exc:
-        raise StoreError(
-            f"no cutout store at {store}: {exc}; run `starskope cutout` first"
-        ) from exc
+    return open_dataset(store, storage_options, "cutout store", "starskope cutout")

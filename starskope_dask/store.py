@@ -721,6 +721,19 @@ def open_cube(store: str, storage_options: Mapping[str, Any] | None = None) -> A
     StoreError
         If there is no cube at ``store``.
     """
+    return open_dataset(store, storage_options, "starskope cube", "starskope ingest")
+
+
+def open_dataset(
+    store: str, storage_options: Mapping[str, Any] | None, what: str, command: str
+) -> Any:
+    """Open a Zarr v3 store of this tool as an xarray Dataset (lazy, Dask-backed).
+
+    Raises
+    ------
+    StoreError
+        ``no {what} at {store}: ...; run `{command}` first`` when there is none.
+    """
     import xarray as xr
 
     target, kwargs = _zarr_target(store, storage_options, read_only=True)
@@ -728,9 +741,7 @@ def open_cube(store: str, storage_options: Mapping[str, Any] | None = None) -> A
         with quiet_zarr():
             return xr.open_zarr(target, zarr_format=3, **kwargs)
     except (FileNotFoundError, KeyError, ValueError) as exc:
-        raise StoreError(
-            f"no starskope cube at {store}: {exc}; run `starskope ingest` first"
-        ) from exc
+        raise StoreError(f"no {what} at {store}: {exc}; run `{command}` first") from exc
 
 
 # ---------------------------------------------------------------------- resume state
