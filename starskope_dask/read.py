@@ -27,7 +27,7 @@ import functools
 import logging
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -1207,14 +1207,46 @@ def _parse_hlsp(
         quality = _quality_flags(url, columns[plan.quality]).reshape(-1)
     preset = config.quality_bitmask
     bitmask = int(preset) if not isinstance(preset, str) else fmt.bitmask(preset)
+    return _light_curve(
+        url,
+        headers,
+        mission=fmt.mission,
+        ids=_hlsp_ids(fmt, url, headers),
+        segment=_hlsp_segment(fmt, url, headers),
+        arrays=(time, flux, flux_err, quality),
+        bitmask=bitmask,
+        flux_column=plan.flux,
+        time_reference=time_reference,
+        product_type=lambda cadence, creator: fmt.name,
+    )
+
+
+def _light_curve(
+    url: str,
+    headers: tuple[FitsHeader, ...],
+    *,
+    mission: str,
+    ids: StarIds,
+    segment: int,
+    arrays: tuple[npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any]],
+    bitmask: int,
+    flux_column: str,
+    time_reference: str,
+    product_type: Callable[[float, str], str],
+) -> LightCurve:
+    """The light-curve record of parsed columns (time, flux, flux_err, quality), with the
+    cadence, the creator, the good cadences and the provenance every product gets alike;
+    ``product_type(cadence, creator)`` names the product.
+    """
+    time, flux, flux_err, quality = arrays
     cadence = _cadence(headers, time)
     creator = _printable(str(_keyword(headers, "CREATOR") or _keyword(headers, "ORIGIN") or ""))
     return LightCurve(
-        mission=fmt.mission,
-        ids=_hlsp_ids(fmt, url, headers),
+        mission=mission,
+        ids=ids,
         ra=_position(url, headers, "RA_OBJ", 360.0),
         dec=_position(url, headers, "DEC_OBJ", 90.0),
-        segment=_hlsp_segment(fmt, url, headers),
+        segment=segment,
         cadence_days=cadence,
         time=time,
         flux=flux,
@@ -1223,9 +1255,9 @@ def _parse_hlsp(
         good=good_cadences(time, flux, quality, bitmask),
         provenance=Provenance(
             url=url,
-            product_type=fmt.name,
+            product_type=product_type(cadence, creator),
             data_release=_data_release(headers),
-            flux_column=plan.flux,
+            flux_column=flux_column,
             quality_bitmask=bitmask,
             time_reference=time_reference,
             creator=creator,
@@ -1425,28 +1457,18 @@ def parse_light_curve(url: str, data: bytes, config: ReadConfig | None = None) -
             else np.zeros(flux.shape, np.int32)
         )
         bitmask = quality_bitmask_value(mission, config.quality_bitmask)
-        cadence = _cadence(headers, time)
-        creator = _printable(str(_keyword(headers, "CREATOR") or _keyword(headers, "ORIGIN") or ""))
-        return LightCurve(
+        return _light_curve(
+            url,
+            headers,
             mission=mission,
             ids=identify_star(mission, headers),
-            ra=_position(url, headers, "RA_OBJ", 360.0),
-            dec=_position(url, headers, "DEC_OBJ", 90.0),
             segment=_segment(url, headers),
-            cadence_days=cadence,
-            time=time,
-            flux=flux,
-            flux_err=flux_err,
-            quality=quality,
-            good=good_cadences(time, flux, quality, bitmask),
-            provenance=Provenance(
-                url=url,
-                product_type=_product_type(url, mission, plan.kind, cadence, creator),
-                data_release=_data_release(headers),
-                flux_column=plan.flux,
-                quality_bitmask=bitmask,
-                time_reference=time_reference,
-                creator=creator,
+            arrays=(time, flux, flux_err, quality),
+            bitmask=bitmask,
+            flux_column=plan.flux,
+            time_reference=time_reference,
+            product_type=lambda cadence, creator: _product_type(
+                url, mission, plan.kind, cadence, creator
             ),
         )
     except ProductError as exc:
