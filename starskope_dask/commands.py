@@ -480,6 +480,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
         for page in result["pages"]:
             emit(f"star page: {page}")
+    stamps = result.get("stamps") or {}
+    if stamps:
+        emit(
+            f"TESS FFI stamps: {stamps['store']}: {stamps['n_stamps']} stamps, "
+            f"{stamps['bytes_stamps'] / 1e6:.2f} MB of ranged reads; plot: {stamps['png']}"
+        )
     if result.get("test"):
         test = result["test"]
         emit(

@@ -96,6 +96,7 @@ def run_demo(
         segment_days=DEMO_SEGMENT_DAYS,
         planet_fraction=0.35,
         eb_fraction=0.15,
+        ffi_cubes=1,  # one TESS FFI cube with some of the stars in it, for the cutouts
     )
     out_dir = Path(out)
     run = load_run_config(sections=demo_sections(out_dir, n_workers, model))
@@ -112,6 +113,7 @@ def run_demo(
         # the pipeline inside the server's lifetime: the stellar catalogue and the labels
         # (the simulator's truth) are in the simulated archive
         summary = _run_demo_pipeline(run)
+        stamps = _cut_demo_stamps(out_dir, n_workers)
     stages = {s.stage: s for s in summary.stages}
     store = run.pipeline.artefact("cube")
     features_store = run.pipeline.artefact("features")
@@ -156,6 +158,7 @@ def run_demo(
         "features": features_store if "features" in done else "",
         "plot": plot,
         "pages": pages,
+        "stamps": stamps,
         "train_summary": done.get("train", {}).get("details") if "train" in stages else None,
         **learnt,
     }
@@ -195,6 +198,39 @@ def _run_demo_pipeline(run: RunConfig) -> RunSummary:
         return run_pipeline(
             dataclasses.replace(run, pipeline=dataclasses.replace(run.pipeline, stages=before))
         )
+
+
+def _cut_demo_stamps(out_dir: Path, n_workers: int) -> dict[str, Any]:
+    """Postage stamps of the catalogued stars on the simulated FFI cube (ranged reads from the
+    local S3 server), and a PNG of them: ``{}`` when the archive holds no cube.
+    """
+    from starskope_dask.config import load_storage_config
+    from starskope_dask.ffi import CutoutConfig, open_cutouts
+    from starskope_dask.ffi import run as cut
+    from starskope_dask.plots import plot_stamps
+    from starskope_dask.store import read_table
+
+    storage = load_storage_config()
+    truth = read_table("s3://stpubdata/truth/ffi_stars.parquet", storage.storage_options())
+    if truth is None or truth.empty:
+        return {}
+    on_cube = truth[truth["kind"] == "catalogue"].sort_values("mag").head(6)
+    if on_cube.empty:
+        return {}
+    config = CutoutConfig(
+        targets=tuple(f"TIC {int(tic)}" for tic in on_cube["tic"]),
+        store=str(out_dir / "stamps.zarr"),
+        sectors=(int(on_cube["sector"].iloc[0]),),
+        size=11,
+        archive="s3://stpubdata",
+        storage=storage,
+        n_workers=n_workers,
+    )
+    summary = cut(config, progress=False)
+    png = (
+        plot_stamps(open_cutouts(config.store), out_dir / "stamps.png") if summary.n_stamps else ""
+    )
+    return {**dataclasses.asdict(summary), "png": str(png)}
 
 
 def _learnt(done: Mapping[str, Any], run: RunConfig) -> dict[str, Any]:

@@ -244,3 +244,59 @@ def plot_star_page(
     ax_spec.set_ylabel("frequency (1/d)")
     ax_spec.set_title("spectrogram (log10 PSD)", fontsize=8, loc="left")
     return save_figure(fig, path, dpi=90)
+
+
+def plot_stamps(stamps: Any, path: str | Path, most: int = 6, aperture: int = 3) -> Path:
+    """TESS FFI postage stamps (a cutout store): per stamp its median image with the target
+    marked and the aperture light curve (the sum of the ``aperture`` x ``aperture`` pixels
+    around the target, less the median of the stamp's border pixels per pixel).
+
+    Parameters
+    ----------
+    stamps : xarray.Dataset
+        From :func:`starskope_dask.ffi.open_cutouts` (dims star, time, y, x).
+    path : path
+        PNG to write.
+    most : int
+        Stamps to show.
+    aperture : int
+        Side of the square aperture, in pixels.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(range(min(most, stamps.sizes["star"])))
+    fig, axes = plt.subplots(
+        len(rows) or 1, 2, figsize=(10, 2.4 * max(1, len(rows))), squeeze=False
+    )
+    for axis_row, star in zip(axes, rows, strict=False):
+        flux = np.asarray(stamps["flux"].isel(star=star).values, dtype=np.float64)
+        time = np.asarray(stamps["time"].isel(star=star).values, dtype=np.float64)
+        image = np.nanmedian(flux, axis=0)
+        axis_row[0].imshow(image, origin="lower", cmap="viridis")
+        cy, cx = (round(float(v)) for v in _stamp_centre(stamps, star, image))
+        axis_row[0].plot([cx], [cy], "r+", markersize=10)
+        border = np.concatenate(
+            [flux[:, 0, :], flux[:, -1, :], flux[:, :, 0], flux[:, :, -1]], axis=1
+        )
+        sky = np.nanmedian(border, axis=1)
+        half = aperture // 2
+        box = flux[:, max(0, cy - half) : cy + half + 1, max(0, cx - half) : cx + half + 1]
+        light_curve = np.nansum(box, axis=(1, 2)) - sky * box.shape[1] * box.shape[2]
+        axis_row[1].plot(time - 2457000.0, light_curve, ".", markersize=2)
+        target = str(stamps["target"].values[star]) if "target" in stamps else f"stamp {star}"
+        axis_row[0].set_title(target, fontsize=9)
+        axis_row[1].set_title(f"{aperture}x{aperture} aperture, sky subtracted", fontsize=9)
+        axis_row[1].set_xlabel("BJD_TDB - 2457000")
+    return save_figure(fig, path)
+
+
+def _stamp_centre(stamps: Any, star: int, image: Any) -> tuple[float, float]:
+    """The target's (y, x) in the stamp: the store's position, else the brightest pixel."""
+    for y_name, x_name in (("star_y", "star_x"),):
+        if y_name in stamps and x_name in stamps:
+            return float(stamps[y_name].values[star]), float(stamps[x_name].values[star])
+    y, x = np.unravel_index(int(np.nanargmax(image)), image.shape)
+    return float(y), float(x)
