@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -273,10 +274,16 @@ def should_skip(
     )
 
 
-def input_version(record: Mapping[str, Any], stage: str, in_run: Sequence[str], marker: str) -> str:
+def input_version(
+    record: Mapping[str, Any],
+    stage: str,
+    in_run: Sequence[str],
+    marker: str | Callable[[], str],
+) -> str:
     """The version of ``stage``'s input: its upstream stage's version in the record when that
     stage is part of this run (or recorded), else ``marker`` (a digest of the input artefact
-    made elsewhere, e.g. a model trained by ``starskope train``).
+    made elsewhere, e.g. a model trained by ``starskope train``; a callable is called only
+    then, so the artefact is read only when its digest is needed).
     """
     upstream = UPSTREAM[stage]
     if upstream is None:
@@ -284,7 +291,7 @@ def input_version(record: Mapping[str, Any], stage: str, in_run: Sequence[str], 
     entry = (record.get("stages") or {}).get(upstream)
     if upstream in in_run or isinstance(entry, Mapping):
         return str((entry or {}).get("version", ""))
-    return marker
+    return marker() if callable(marker) else marker
 
 
 def _new_version() -> str:
@@ -607,7 +614,6 @@ def _run(run: RunConfig, client_of: Callable[[], Any], progress: bool) -> RunSum
     from starskope_dask.pipeline import store_options_for
 
     start = time.perf_counter()
-    check_run(run)
     options = store_options_for(run.storage)
     url = run.pipeline.record_url
     record = read_record(url, options)
@@ -617,8 +623,14 @@ def _run(run: RunConfig, client_of: Callable[[], Any], progress: bool) -> RunSum
         settings = stage_settings(run, stage)
         output = run.pipeline.artefact(STAGE_OUTPUTS[stage])
         source = STAGE_INPUTS[stage]
-        marker = _artefact_marker(run.pipeline.artefact(source), source, options) if source else ""
-        version = input_version(record, stage, stages, marker)
+        version = input_version(
+            record,
+            stage,
+            stages,
+            functools.partial(_artefact_marker, run.pipeline.artefact(source), source, options)
+            if source
+            else "",
+        )
         previous = (record.get("stages") or {}).get(stage) or {}
         if should_skip(record, stage, settings, version) and _exists(
             str(previous.get("output") or output), options
@@ -685,6 +697,7 @@ def run_pipeline_with_client(run: RunConfig, client: Any, *, progress: bool = Tr
         Before anything is written for a config that cannot run; a stage that fails stops the
         run (its record keeps the stages that finished: a rerun resumes there).
     """
+    check_run(run)
     return _run(run, lambda: client, progress)
 
 
